@@ -1,0 +1,82 @@
+"""File-system helpers shared by the parsers: image checks, counted warnings, atomic writes."""
+
+from __future__ import annotations
+
+import collections
+import os
+import tempfile
+
+from absl import logging
+
+from reid_jax.data.errors import DatasetFormatError
+
+
+def check_image(image_path: str, *, source: str, record: int | str, field: str | None) -> None:
+    """Raises unless `image_path` is an existing regular file (a cheap stat, no decode).
+
+    Args:
+      image_path: absolute image path built from the annotation.
+      source: the annotation file that named the image.
+      record: index or name of the record in `source`.
+      field: the field holding the relative path.
+    """
+    if not os.path.isfile(image_path):
+        raise DatasetFormatError(
+            source,
+            f"image file not found or not a regular file: {image_path}",
+            record=record,
+            field=field,
+        )
+
+
+class WarningCounter:
+    """Counts known dataset quirks and logs each kind once, with its count and a few examples.
+
+    Usage: `counter.add("kind message", example)` per occurrence, then `counter.flush(path)`.
+    """
+
+    def __init__(self, max_examples: int = 3):
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._examples: dict[str, list[str]] = collections.defaultdict(list)
+        self._max_examples = max_examples
+
+    def add(self, message: str, example: object = None) -> None:
+        """Records one occurrence of `message`, e.g. 'records skipped: ...'."""
+        self._counts[message] += 1
+        if example is not None and len(self._examples[message]) < self._max_examples:
+            self._examples[message].append(str(example))
+
+    def count(self, message: str) -> int:
+        """Returns how many times `message` was added."""
+        return self._counts[message]
+
+    def flush(self, source: str) -> None:
+        """Logs one warning per message kind: `<source>: <count> <message> (e.g. ...)`."""
+        for message, count in self._counts.items():
+            examples = self._examples.get(message)
+            suffix = f" (e.g. {', '.join(examples)})" if examples else ""
+            logging.warning("%s: %d %s%s", source, count, message, suffix)
+        self._counts.clear()
+        self._examples.clear()
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Writes `data` to a temporary file next to `path`, then renames it over `path`."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def require_dir(path: str, what: str) -> str:
+    """Returns `path` if it is a directory, else raises naming it and what it should hold."""
+    if not os.path.isdir(path):
+        raise DatasetFormatError(path, f"missing directory ({what})")
+    return path
