@@ -1,0 +1,11 @@
+"""Task registry: method name (`config.task`) -> task module (see `tasks/base.py`).
+
+An explicit dict, never an import string; add a method by importing its module here.
+"""
+
+from reid_jax.training.tasks import alignedreid, ssan
+
+TASKS = {
+    "alignedreid": alignedreid,
+    "ssan": ssan,
+}

@@ -1,0 +1,169 @@
+"""Compile time, seconds per step and images/s of the full-size SSAN train step.
+
+The step is the one the training loop runs (`loop.make_train_step` over the SSAN task, with the
+paper's optimizer), at the paper's sizes by default (`configs/ssan.py:cuhk_pedes`: ResNet-50,
+384 x 128, batch 64, K = 6, D = 1024, vocab 5000, BiLSTM 2048, T = 100) and C = 11000
+classes, on random inputs. On a GPU/TPU it also reports the model FLOP utilisation from the
+compiled program's own FLOP count (`cost_analysis`).
+
+Usage (from the repository root):
+  /work/venv/bin/python -m benchmarks.ssan_train_step --steps=3
+  /work/venv/bin/python -m benchmarks.ssan_train_step --config_arg=smoke --num_classes=300
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+
+import jax
+import numpy as np
+from absl import app, flags
+
+from reid_jax import sharding
+from reid_jax.training import loop, optim
+from reid_jax.training.state import create_train_state
+from reid_jax.training.tasks import ssan
+from reid_jax.training.tasks.base import TrainDataInfo
+
+_CONFIG_ARG = flags.DEFINE_string("config_arg", "cuhk_pedes", "Argument of configs/ssan.py.")
+_NUM_CLASSES = flags.DEFINE_integer("num_classes", 11000, "C (11000 = CUHK-PEDES).")
+_STEPS = flags.DEFINE_integer("steps", 3, "Timed steps after the first (warm-up) one.")
+_DTYPE = flags.DEFINE_string("dtype", "float32", "model.dtype: float32 or bfloat16.")
+_BATCH = flags.DEFINE_integer("batch_size", 0, "Global batch (0 = the config's).")
+_COMPILE_ONLY = flags.DEFINE_bool(
+    "compile_only", False, "Stop after compiling (compile time and XLA's memory estimate)."
+)
+
+# Dense peak FLOP/s per device for MFU (float32 column = TF32 tensor cores where they exist).
+PEAK_FLOPS = {
+    "H100": {"float32": 494.7e12, "bfloat16": 989.4e12},
+    "H200": {"float32": 494.7e12, "bfloat16": 989.4e12},
+    "A100": {"float32": 156e12, "bfloat16": 312e12},
+}
+
+
+def load_config(arg: str):
+    """configs/ssan.py's config for `arg`, unlocked, with a dummy dataset root."""
+    spec = importlib.util.spec_from_file_location("ssan_config", "configs/ssan.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(arg)
+    config.data.root = config.data.root or "unused"
+    return config
+
+
+def random_batch(config, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A global batch of the shapes the SSAN loader yields (images already normalised)."""
+    height, width = config.data.image_size
+    length = config.data.max_length
+    vocab = config.model.vocab_size
+
+    def captions():
+        return rng.integers(1, vocab, (batch_size, length)).astype(np.int32)
+
+    return {
+        "image": rng.uniform(-1, 1, (batch_size, height, width, 3)).astype(np.float32),
+        "label": rng.integers(0, _NUM_CLASSES.value, batch_size).astype(np.int32),
+        "caption": captions(),
+        "length": rng.integers(length // 2, length + 1, batch_size).astype(np.int32),
+        "partner_caption": captions(),
+        "partner_length": rng.integers(length // 2, length + 1, batch_size).astype(np.int32),
+    }
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _flops(compiled) -> float:
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else {}
+    return float((analysis or {}).get("flops", float("nan")))
+
+
+def main(argv):
+    del argv
+    config = load_config(_CONFIG_ARG.value)
+    config.model.dtype = _DTYPE.value
+    batch_size = _BATCH.value or config.train.batch_size
+    config.train.batch_size = batch_size
+    info = TrainDataInfo(
+        num_examples=1064 * batch_size, steps_per_epoch=1064, num_classes=_NUM_CLASSES.value
+    )
+    mesh = sharding.make_mesh(config.mesh)
+    model = ssan.create_model(config, info)
+    replicated = sharding.replicated(mesh)
+    rng = jax.random.key(0)
+    shapes = jax.eval_shape(lambda r: ssan.init_variables(model, r, config), rng)
+    total = config.train.num_epochs * info.steps_per_epoch
+    tx = optim.make_optimizer(
+        config.optim, shapes["params"], steps_per_epoch=1064, total_steps=total
+    )
+    schedule = optim.make_schedule(config.optim, steps_per_epoch=1064, total_steps=total)
+    start = time.perf_counter()
+    init = jax.jit(
+        lambda r: create_train_state(ssan.init_variables(model, r, config), tx),
+        out_shardings=replicated,
+    )
+    state = jax.block_until_ready(init(rng))
+    init_seconds = time.perf_counter() - start
+    num_params = sum(x.size for x in jax.tree.leaves(state.params))
+    _progress(f"initialised {num_params / 1e6:.1f} M parameters in {init_seconds:.1f} s")
+
+    step = loop.make_train_step(ssan, model, tx, config, info, mesh, schedule)
+    batch = sharding.host_batch_to_global(
+        random_batch(config, batch_size, np.random.default_rng(0)), mesh
+    )
+    key = jax.device_put(jax.random.key(1), replicated)
+    start = time.perf_counter()
+    compiled = step.lower(state, batch, key).compile()
+    compile_seconds = time.perf_counter() - start
+    flops = _flops(compiled)
+    memory = compiled.memory_analysis()
+    temp_gib = getattr(memory, "temp_size_in_bytes", float("nan")) / 2**30
+    _progress(
+        f"compiled in {compile_seconds:.1f} s; XLA temp buffers {temp_gib:.2f} GiB, "
+        f"{flops / 1e12:.2f} TFLOP per step"
+    )
+    if _COMPILE_ONLY.value:
+        return
+
+    state, metrics = compiled(state, batch, key)  # warm-up
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(_STEPS.value):
+        start = time.perf_counter()
+        state, metrics = compiled(state, batch, key)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    seconds = float(np.median(times))
+    device = jax.devices()[0]
+    result = {
+        "device": f"{jax.device_count()} x {device.device_kind} ({device.platform})",
+        "config": _CONFIG_ARG.value,
+        "dtype": _DTYPE.value,
+        "batch": batch_size,
+        "num_classes": _NUM_CLASSES.value,
+        "params_millions": round(num_params / 1e6, 1),
+        "init_seconds": round(init_seconds, 1),
+        "compile_seconds": round(compile_seconds, 1),
+        "seconds_per_step": round(seconds, 3),
+        "step_times": [round(t, 3) for t in times],
+        "images_per_second": round(batch_size / seconds, 1),
+        "tflop_per_step": round(flops / 1e12, 2),
+        "temp_memory_gib": round(temp_gib, 2),
+        "loss": float(metrics["loss"]),
+    }
+    peak = next((p for name, p in PEAK_FLOPS.items() if name in device.device_kind), None)
+    if peak is not None and np.isfinite(flops):
+        achieved = flops / seconds / jax.device_count()
+        result["mfu_percent"] = round(100 * achieved / peak[_DTYPE.value], 1)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,190 @@
+"""Config helpers shared by every `configs/*.py`: argument parsing, placeholders, smoke
+shrinking and validation.
+
+A config file defines `get_config(arg=None)`; `arg` is the text after ':' in
+`--config configs/ssan.py:cuhk_pedes,smoke` — comma-separated bare words (a dataset name or
+'smoke') and `key=value` pairs. This module never touches JAX devices, so importing a config
+does not start a backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import ml_collections
+from ml_collections import config_dict
+
+SECTIONS = ("data", "model", "loss", "optim", "train", "eval", "mesh", "checkpoint")
+DTYPES = ("float32", "bfloat16")
+
+
+class ConfigError(ValueError):
+    """A config value is missing or invalid; the message starts with the field, e.g.
+    'config.optim.lr: must be > 0, got -1.0'."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"config.{field}: {message}")
+        self.field = field
+
+
+class _RequiredReference(config_dict.FieldReference):
+    """A value the user must set (a dataset path); `validate` names it while it is None.
+
+    ml_collections' own required placeholder cannot be locked while unset, and
+    `config_flags` locks the config before applying overrides, so we check it ourselves.
+    """
+
+
+def required_placeholder(field_type: type) -> config_dict.FieldReference:
+    """A field that must be overridden (e.g. `--config.data.root=/data/CUHK-PEDES`).
+
+    Args:
+      field_type: the type the value must have once set.
+
+    Returns:
+      A field reference holding None until set.
+    """
+    return _RequiredReference(None, field_type)
+
+
+def parse_arg(
+    arg: str | None, *, variants: Sequence[str], default: str
+) -> ml_collections.ConfigDict:
+    """Parses the config argument string.
+
+    Args:
+      arg: e.g. 'cuhk_pedes,smoke', 'smoke', 'dataset=icfg_pedes,smoke' or None.
+      variants: accepted bare variant names (datasets).
+      default: variant used when `arg` names none.
+
+    Returns:
+      ConfigDict(variant=str, smoke=bool).
+
+    Raises:
+      ValueError: an unknown word, key or a second variant.
+    """
+    parsed = {"variant": None, "smoke": False}
+    for word in filter(None, (w.strip() for w in (arg or "").split(","))):
+        key, _, value = word.partition("=")
+        if not value:
+            key, value = ("smoke", "true") if word == "smoke" else ("variant", word)
+        if key in ("dataset", "variant"):
+            key = "variant"
+            if value not in variants:
+                raise ValueError(
+                    f"config argument: unknown variant '{value}', choose from "
+                    f"{tuple(variants)} or 'smoke'"
+                )
+            if parsed["variant"] is not None:
+                raise ValueError(f"config argument: two variants in '{arg}'")
+        elif key == "smoke":
+            value = value.lower() in ("1", "true", "yes")
+        else:
+            raise ValueError(f"config argument: unknown key '{key}' in '{arg}'")
+        parsed[key] = value
+    parsed["variant"] = parsed["variant"] or default
+    return ml_collections.ConfigDict(parsed)
+
+
+def shrink_for_smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Turns a config into a seconds-long CPU run: 2 steps, everything logged and saved.
+
+    The model section is left alone (the config file shrinks its own model).
+
+    Args:
+      config: an unlocked full config.
+
+    Returns:
+      The same config, modified in place.
+    """
+    config.train.num_steps = 2
+    config.train.log_every_steps = 1
+    config.checkpoint.every_steps = 2
+    config.eval.every_epochs = 0
+    config.data.num_workers = 0
+    return config
+
+
+def _leaves(cfg: ml_collections.ConfigDict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in cfg.items(preserve_field_references=True):
+        name = f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from _leaves(value, f"{name}.")
+        else:
+            yield name, value
+
+
+def _check(condition: bool, field: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(field, message)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Checks a config once at the start of a run.
+
+    Args:
+      config: the full (possibly overridden) config.
+
+    Raises:
+      ConfigError: naming the first offending field.
+    """
+    for section in SECTIONS:
+        _check(section in config, section, "missing section")
+    for name, value in _leaves(config):
+        if isinstance(value, _RequiredReference) and value.get() is None:
+            raise ConfigError(
+                name, f"required value is not set (override it, e.g. --config.{name}=...)"
+            )
+    train, optim = config.train, config.optim
+    _check(train.batch_size > 0, "train.batch_size", f"must be > 0, got {train.batch_size}")
+    _check(
+        train.num_epochs > 0 or train.num_steps > 0,
+        "train.num_epochs",
+        "num_epochs or num_steps must be > 0",
+    )
+    _check(train.log_every_steps > 0, "train.log_every_steps", "must be > 0")
+    _check(config.checkpoint.every_steps > 0, "checkpoint.every_steps", "must be > 0")
+    _check(config.checkpoint.max_to_keep > 0, "checkpoint.max_to_keep", "must be > 0")
+    _check(config.eval.every_epochs >= 0, "eval.every_epochs", "must be >= 0")
+    _check(optim.lr > 0, "optim.lr", f"must be > 0, got {optim.lr}")
+    _check(optim.name in ("adam", "adamw"), "optim.name", f"unknown optimizer '{optim.name}'")
+    _check(
+        optim.schedule in ("constant", "step", "cosine", "exp"),
+        "optim.schedule",
+        f"unknown schedule '{optim.schedule}'",
+    )
+    _check(optim.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
+    epochs = tuple(optim.decay_epochs)
+    _check(
+        list(epochs) == sorted(epochs) and all(e > 0 for e in epochs),
+        "optim.decay_epochs",
+        f"must be increasing positive epochs, got {epochs}",
+    )
+    names = [group[0] for group in optim.groups]
+    _check(
+        all(len(group) == 2 for group in optim.groups),
+        "optim.groups",
+        "must be (name, regex) pairs",
+    )
+    _check(len(set(names)) == len(names), "optim.groups", f"duplicate group names {names}")
+    for name in names:
+        _check(
+            name in optim.lr_multipliers,
+            f"optim.lr_multipliers.{name}",
+            f"missing for group '{name}'",
+        )
+    for name in optim.no_decay_groups:
+        _check(name in names, "optim.no_decay_groups", f"'{name}' is not a group in {names}")
+    _check(
+        config.model.dtype in DTYPES,
+        "model.dtype",
+        f"must be one of {DTYPES}, got '{config.model.dtype}'",
+    )
+    _check(
+        len(config.mesh.axis_names) == len(config.mesh.axis_sizes),
+        "mesh.axis_sizes",
+        "needs one size per name in mesh.axis_names",
+    )
+    _check("data" in config.mesh.axis_names, "mesh.axis_names", "must include 'data'")
+    _check("distributed" in config.mesh, "mesh.distributed", "missing (bool: multi-host run)")

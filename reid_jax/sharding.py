@@ -1,0 +1,111 @@
+"""Meshes, shardings and global arrays: the only module that builds them.
+
+Data parallelism is the default: one mesh axis named 'data' over every device, train state
+replicated, batches split on their leading axis. A config may name more axes (for later model
+parallelism); batches are always split over 'data' only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def resolve_axis_sizes(axis_sizes: Sequence[int], num_devices: int) -> tuple[int, ...]:
+    """Replaces the (at most one) -1 entry by the size that uses every device.
+
+    Args:
+      axis_sizes: one size per mesh axis; -1 means "the remaining devices".
+      num_devices: number of devices the mesh must cover exactly.
+
+    Returns:
+      The explicit axis sizes; their product equals num_devices.
+
+    Raises:
+      ValueError: more than one -1, a size < 1, or sizes that do not multiply to num_devices.
+    """
+    sizes = [int(s) for s in axis_sizes]
+    if sizes.count(-1) > 1:
+        raise ValueError(f"config.mesh.axis_sizes: at most one -1 allowed, got {tuple(sizes)}")
+    if any(s < 1 and s != -1 for s in sizes):
+        raise ValueError(f"config.mesh.axis_sizes: sizes must be >= 1 or -1, got {tuple(sizes)}")
+    known = math.prod(s for s in sizes if s != -1)
+    if -1 in sizes:
+        if num_devices % known:
+            raise ValueError(
+                f"config.mesh.axis_sizes: {tuple(sizes)} does not divide {num_devices} devices"
+            )
+        sizes[sizes.index(-1)] = num_devices // known
+    if math.prod(sizes) != num_devices:
+        raise ValueError(
+            f"config.mesh.axis_sizes: {tuple(sizes)} does not cover {num_devices} devices"
+        )
+    return tuple(sizes)
+
+
+def make_mesh(mesh_config: Mapping[str, Any] | Any, devices: Sequence[Any] | None = None) -> Mesh:
+    """Builds the device mesh described by `config.mesh`.
+
+    Args:
+      mesh_config: has `axis_names` (tuple of str, must include 'data') and `axis_sizes`
+        (tuple of int, one -1 allowed). Default configs use (('data',), (-1,)).
+      devices: devices to use; all of `jax.devices()` when None (tests pass a subset).
+
+    Returns:
+      A `jax.sharding.Mesh` with the named axes, devices in `jax.devices()` order.
+    """
+    names = tuple(mesh_config["axis_names"])
+    if DATA_AXIS not in names:
+        raise ValueError(f"config.mesh.axis_names: must include '{DATA_AXIS}', got {names}")
+    if len(names) != len(tuple(mesh_config["axis_sizes"])):
+        raise ValueError(
+            "config.mesh.axis_sizes: needs one size per name in config.mesh.axis_names"
+        )
+    devices = list(jax.devices() if devices is None else devices)
+    sizes = resolve_axis_sizes(mesh_config["axis_sizes"], len(devices))
+    return Mesh(np.asarray(devices, dtype=object).reshape(sizes), names)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    """Sharding that keeps a full copy of an array on every device of `mesh`."""
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Sharding that splits axis 0 over the 'data' mesh axis (other axes replicated)."""
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+    """Number of shards a batch is split into (size of the 'data' axis)."""
+    return int(mesh.shape[DATA_AXIS])
+
+
+def host_batch_to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """Turns this process's slice of a batch into global arrays sharded on 'data'.
+
+    Args:
+      batch: name -> per-process array [b, ...] (b = global batch / process count).
+      mesh: the mesh; the leading axis of each global array is split over 'data'.
+
+    Returns:
+      name -> `jax.Array` of global shape [b * process_count, ...].
+    """
+    sharding = batch_sharding(mesh)
+    return {
+        name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+        for name, value in batch.items()
+    }
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Places every leaf of a host pytree on all devices of `mesh` (replicated)."""
+    return jax.device_put(tree, replicated(mesh))

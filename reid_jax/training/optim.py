@@ -1,0 +1,189 @@
+"""Optimizers from `config.optim`: regex parameter groups, per-group lr, one shared schedule.
+
+`config.optim` fields:
+  name: 'adam' (weight decay, if any, is coupled L2 added to the gradient, as AlignedReID)
+    or 'adamw' (decoupled decay scaled by the lr, as APTM).
+  lr: base learning rate; group g trains at `lr * lr_multipliers[g] * schedule(step)`.
+  b1, b2, eps: Adam moments (ssan §4: 0.9, 0.999, 1e-8).
+  weight_decay: decay strength (0 = none); `no_decay_groups` lists groups exempt from it.
+  groups: tuple of (name, regex) pairs; a parameter belongs to the FIRST group whose regex
+    matches (`re.search`) its '/'-joined path, e.g. 'backbone/stage1/conv/kernel'.
+  lr_multipliers: group name -> lr factor (ssan: backbone 0.1, rest 1.0).
+  schedule: 'constant', 'step' (x decay_factor after each of decay_epochs), 'cosine'
+    (to 0 at the last step) or 'exp' (constant until epoch decay_epochs[0], then geometric
+    per-epoch decay reaching decay_factor in the last epoch, alignedreid §6.2); warmup_steps
+    of linear warm-up multiply any of them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Schedule = Callable[[jax.Array | int], jax.Array]
+
+
+def param_path(path: Sequence[Any]) -> str:
+    """Joins a pytree key path into 'a/b/c' (dict keys, attribute names or indices)."""
+    parts = []
+    for entry in path:
+        for attr in ("key", "name", "idx"):
+            if hasattr(entry, attr):
+                parts.append(str(getattr(entry, attr)))
+                break
+        else:
+            parts.append(str(entry))
+    return "/".join(parts)
+
+
+def param_group_labels(params: Any, groups: Sequence[Sequence[str]]) -> Any:
+    """Labels every parameter with the name of the first group whose regex matches its path.
+
+    Args:
+      params: parameter pytree (nested dicts of arrays).
+      groups: (name, regex) pairs in priority order.
+
+    Returns:
+      A pytree with the structure of `params` holding group names.
+
+    Raises:
+      ValueError: a parameter matches no group (the error names its path).
+    """
+    compiled = [(name, re.compile(regex)) for name, regex in groups]
+
+    def label(path, _):
+        joined = param_path(path)
+        for name, pattern in compiled:
+            if pattern.search(joined):
+                return name
+        raise ValueError(
+            f"config.optim.groups: parameter '{joined}' matches no group regex "
+            f"{[regex for _, regex in groups]}"
+        )
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def _exp_schedule(optim_config: Any, *, steps_per_epoch: int, total_steps: int) -> Schedule:
+    """alignedreid §6.2 'exp': 1 for 0-based epochs e < s, then f ** ((e + 1 - s) / (T - s)).
+
+    s = decay_epochs[0], f = decay_factor, T = total epochs; set once per epoch, reaching f in
+    the last epoch (the re-production: s = 150, T = 300, f = 1e-3, i.e. its 1-based epoch 151).
+    """
+    if not optim_config.decay_epochs:
+        raise ValueError("config.optim.decay_epochs: the 'exp' schedule needs its start epoch")
+    start = int(optim_config.decay_epochs[0])
+    num_epochs = max(-(-total_steps // steps_per_epoch), start + 1)
+    factor = float(optim_config.decay_factor)
+
+    def schedule(step):
+        epoch = jnp.asarray(step) // steps_per_epoch
+        exponent = (epoch + 1 - start).astype(jnp.float32) / (num_epochs - start)
+        return jnp.where(epoch < start, 1.0, factor**exponent).astype(jnp.float32)
+
+    return schedule
+
+
+def make_schedule(optim_config: Any, *, steps_per_epoch: int, total_steps: int) -> Schedule:
+    """The lr multiplier shared by all groups, as a function of the optimizer step.
+
+    Args:
+      optim_config: `config.optim` (schedule, decay_epochs, decay_factor, warmup_steps).
+      steps_per_epoch: optimizer steps per epoch (epoch-based decay points).
+      total_steps: steps of the whole run (end of the cosine decay).
+
+    Returns:
+      schedule(step) -> [] float32 multiplier (1.0 at the base lr).
+    """
+    kind = optim_config.schedule
+    if kind == "constant":
+        base = optax.constant_schedule(1.0)
+    elif kind == "step":
+        # ssan §4: epoch-level decay, lr x0.1 from the first step of epochs 20 and 40.
+        boundaries = {
+            int(e) * steps_per_epoch: float(optim_config.decay_factor)
+            for e in optim_config.decay_epochs
+        }
+        base = optax.piecewise_constant_schedule(1.0, boundaries)
+    elif kind == "cosine":
+        warmup = int(optim_config.warmup_steps)
+        base = optax.cosine_decay_schedule(1.0, max(total_steps - warmup, 1))
+        if warmup:
+            base = optax.join_schedules([optax.constant_schedule(1.0), base], [warmup])
+    elif kind == "exp":
+        base = _exp_schedule(optim_config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    else:
+        raise ValueError(f"config.optim.schedule: unknown schedule '{kind}'")
+    warmup_steps = int(optim_config.warmup_steps)
+    if not warmup_steps:
+        return base
+
+    def warmed(step):
+        ramp = jnp.minimum((jnp.asarray(step, jnp.float32) + 1.0) / warmup_steps, 1.0)
+        return ramp * base(step)
+
+    return warmed
+
+
+def _group_transform(
+    optim_config: Any, lr_schedule: Schedule, decay: bool
+) -> optax.GradientTransformation:
+    weight_decay = float(optim_config.weight_decay) if decay else 0.0
+    moments = dict(b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps)
+    if optim_config.name == "adam":
+        if weight_decay:
+            return optax.chain(
+                optax.add_decayed_weights(weight_decay),
+                optax.scale_by_adam(**moments),
+                optax.scale_by_learning_rate(lr_schedule),
+            )
+        return optax.adam(lr_schedule, **moments)
+    if optim_config.name == "adamw":
+        return optax.adamw(lr_schedule, weight_decay=weight_decay, **moments)
+    raise ValueError(f"config.optim.name: unknown optimizer '{optim_config.name}'")
+
+
+def make_optimizer(
+    optim_config: Any, params: Any, *, steps_per_epoch: int, total_steps: int
+) -> optax.GradientTransformation:
+    """Builds `optax.multi_transform` over the configured parameter groups.
+
+    Args:
+      optim_config: `config.optim` (see the module docstring).
+      params: the parameter pytree (or its shapes) used to assign groups.
+      steps_per_epoch: steps per epoch for epoch-based decay points.
+      total_steps: steps of the whole run.
+
+    Returns:
+      The optimizer; `tx.update(grads, opt_state, params)` as usual.
+    """
+    schedule = make_schedule(optim_config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+    transforms = {}
+    for name, _ in optim_config.groups:
+        group_lr = float(optim_config.lr) * float(optim_config.lr_multipliers[name])
+        lr_schedule = lambda step, group_lr=group_lr: group_lr * schedule(step)
+        decay = name not in tuple(optim_config.no_decay_groups)
+        transforms[name] = _group_transform(optim_config, lr_schedule, decay)
+    labels = param_group_labels(params, optim_config.groups)
+    return optax.multi_transform(transforms, labels)
+
+
+def group_learning_rates(optim_config: Any, multiplier: float) -> dict[str, float]:
+    """Host-side lr of every group for a schedule value (for logging only).
+
+    Args:
+      optim_config: `config.optim`.
+      multiplier: value of the `make_schedule` function at the step.
+
+    Returns:
+      group name -> learning rate.
+    """
+    return {
+        name: float(optim_config.lr) * float(optim_config.lr_multipliers[name]) * multiplier
+        for name, _ in optim_config.groups
+    }

@@ -1,0 +1,326 @@
+"""SSAN task: data, model, loss weighting and text->image evaluation for the generic loop.
+
+Loss (ssan §3.1, §3.5), with weights w = (global 1, PFL 0.5, PRL 0.5) from `config.loss`:
+  L_ID   = sum_level w_level * [ID(image_level) + ID(text_level)]   (per-part CE averaged)
+  L_rank = sum_level w_level * CR(image_level, text_level, partner_level)
+  L      = L_ID + L_rank
+The CR loss's adaptive margin switches on at `config.loss.epoch_begin`; the epoch is
+`state.step // steps_per_epoch`, traced, so the switch does not recompile.
+
+Evaluation (ssan §5) lives in `ssan_eval.py`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from reid_jax.data import pipeline
+from reid_jax.data.records import CaptionedImage
+from reid_jax.data.ssan_examples import (
+    build_ssan_vocabulary_from_records,
+    prepare_ssan_test,
+    prepare_ssan_train,
+)
+from reid_jax.losses.classification import part_identity_loss, softmax_cross_entropy
+from reid_jax.losses.ranking import compound_ranking_loss
+from reid_jax.models.ssan.model import SsanModel
+from reid_jax.text.vocab import Vocabulary
+from reid_jax.training.state import TrainState
+from reid_jax.training.tasks import ssan_eval
+from reid_jax.training.tasks.base import TrainDataInfo
+from reid_jax.training.tasks.ssan_eval import LEVELS
+
+VOCAB_FILE = "vocab.json"
+
+
+def embedded_folder_name(data_config: Any) -> str:
+    """Cache folder of the embedded dataset: 'embedded' for the shared default generation,
+    'embedded-<hash>' for other options (a smoke-sized copy must not replace the shared one).
+    """
+    options = {
+        "seed": int(data_config.embedded_seed),
+        "image_size": [int(v) for v in data_config.embedded_image_size],
+        **{k: v for k, v in data_config.embedded_sizes.items()},
+    }
+    if options == {"seed": 0, "image_size": [128, 64]}:
+        return "embedded"
+    digest = hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
+    return f"embedded-{digest}"
+
+
+def dataset_root(data_config: Any) -> Path:
+    """Folder holding the dataset's annotation file and imgs/.
+
+    For 'embedded' an empty `root` means `<$REID_JAX_DATA or ~/.cache/reid_jax>/<name>`
+    (`embedded_folder_name`); the synthetic dataset is generated there on first use and its
+    CUHK-PEDES-format copy is read.
+
+    Args:
+      data_config: `config.data`.
+
+    Returns:
+      The dataset root for the format parser.
+    """
+    if data_config.dataset != "embedded":
+        return Path(data_config.root)
+    from reid_jax.data.synthetic import ensure_dataset  # lazy: generation code is large
+
+    cache = os.environ.get("REID_JAX_DATA") or os.path.expanduser("~/.cache/reid_jax")
+    root = data_config.root or os.path.join(cache, embedded_folder_name(data_config))
+    path = ensure_dataset(
+        root,
+        seed=data_config.embedded_seed,
+        image_size=tuple(data_config.embedded_image_size),
+        **dict(data_config.embedded_sizes),
+    )
+    return Path(path) / "CUHK-PEDES"
+
+
+@functools.lru_cache(maxsize=4)
+def _load_records(dataset: str, root: str) -> tuple[CaptionedImage, ...]:
+    from reid_jax.data.formats.cuhk_pedes import load_cuhk_pedes
+    from reid_jax.data.formats.icfg_pedes import load_icfg_pedes
+
+    loader = load_icfg_pedes if dataset == "icfg_pedes" else load_cuhk_pedes
+    return tuple(loader(root))
+
+
+def load_split(data_config: Any, split: str) -> list[CaptionedImage]:
+    """Records of one split ('train' or 'test') of the configured dataset (cached)."""
+    records = _load_records(data_config.dataset, str(dataset_root(data_config)))
+    return [r for r in records if r.split == split]
+
+
+def load_vocabulary(config: Any, workdir: str | os.PathLike) -> Vocabulary:
+    """The run's word vocabulary: workdir/vocab.json, built from the train split on first use."""
+    path = Path(workdir) / VOCAB_FILE
+    if path.exists():
+        return Vocabulary.load(path)
+    vocab = build_ssan_vocabulary_from_records(
+        load_split(config.data, "train"), min_count=config.data.min_word_count
+    )
+    if jax.process_index() == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        vocab.save(path)
+    return vocab
+
+
+def make_train_data(
+    config: Any, workdir: str | os.PathLike, *, shard_index: int, shard_count: int
+) -> tuple[Any, TrainDataInfo]:
+    """SSAN training stream of this process and its data facts (ssan §1.3-1.6)."""
+    vocab = load_vocabulary(config, workdir)
+    examples = prepare_ssan_train(
+        load_split(config.data, "train"),
+        vocab,
+        dataset=config.data.dataset,
+        max_length=config.data.max_length,
+        table_size=config.model.vocab_size,
+    )
+    loader = pipeline.make_ssan_train_loader(
+        examples,
+        global_batch_size=config.train.batch_size,
+        image_size=tuple(config.data.image_size),
+        seed=config.seed,
+        num_workers=config.data.num_workers,
+        shard_index=shard_index,
+        shard_count=shard_count,
+    )
+    info = TrainDataInfo(
+        num_examples=len(examples),
+        steps_per_epoch=pipeline.steps_per_epoch(len(examples), config.train.batch_size),
+        num_classes=examples.num_classes,
+        extras={"vocabulary_words": len(vocab)},
+    )
+    if info.steps_per_epoch < 1:
+        raise ValueError(
+            f"train.batch_size {config.train.batch_size} exceeds the "
+            f"{len(examples)} training captions"
+        )
+    return loader, info
+
+
+def create_model(config: Any, info: TrainDataInfo) -> SsanModel:
+    """Unpacks `config.model` into an SsanModel with C = info.num_classes."""
+    m = config.model
+    return SsanModel(
+        num_classes=info.num_classes,
+        vocab_size=m.vocab_size,
+        embed_dim=m.embed_dim,
+        lstm_hidden=m.lstm_hidden,
+        feature_dim=m.feature_dim,
+        num_parts=m.num_parts,
+        relation_dim=m.relation_dim,
+        backbone_depth=m.backbone_depth,
+        backbone_width=m.backbone_width,
+        last_stride=m.last_stride,
+        dropout_rate=m.dropout_rate,
+        leaky_slope=m.leaky_slope,
+        dtype=jnp.dtype(m.dtype),
+    )
+
+
+def init_variables(model: nn.Module, rng: jax.Array, config: Any) -> dict[str, Any]:
+    """Initialises params and batch_stats from a dummy batch of 2 of the configured shapes."""
+    height, width = config.data.image_size
+    images = jnp.zeros((2, height, width, 3), jnp.float32)
+    captions = jnp.ones((2, config.data.max_length), jnp.int32)
+    lengths = jnp.full((2,), config.data.max_length, jnp.int32)
+    return dict(
+        model.init(
+            {"params": rng, "dropout": rng},
+            images,
+            captions,
+            lengths,
+            captions,
+            lengths,
+            train=False,
+        )
+    )
+
+
+def loss_terms(
+    outputs: dict[str, Any],
+    labels: jax.Array,
+    *,
+    key: jax.Array,
+    epoch: jax.Array,
+    loss_config: Any,
+) -> dict[str, jax.Array]:
+    """SSAN objective and its parts from one training forward pass (ssan §3.1, §3.5).
+
+    Args:
+      outputs: `SsanModel.__call__` output (feats [B, ...] and logits [B, (K,) C], float32).
+      labels: [B] int32 identity labels.
+      key: PRNG key of the semi-hard mining (split per level).
+      epoch: [] int32 0-based epoch (adaptive margin switch).
+      loss_config: `config.loss` (level weights, alpha, beta, epoch_begin, gate_threshold).
+
+    Returns:
+      [] float32 scalars: loss, id_loss, rank_loss, id_loss_<level>, rank_loss_<level>,
+      accuracy_image, accuracy_text (global classifiers).
+    """
+    weights = {
+        "global": loss_config.global_weight,
+        "parts": loss_config.part_weight,
+        "relation": loss_config.relation_weight,
+    }
+    logits = outputs["logits"]
+    terms = {}
+    for level, level_key in zip(LEVELS, jax.random.split(key, len(LEVELS)), strict=True):
+        id_fn = softmax_cross_entropy if level == "global" else part_identity_loss
+        # ssan §3.1: image and caption CE summed (partner captions take no ID loss).
+        terms[f"id_loss_{level}"] = id_fn(logits["image"][level], labels) + id_fn(
+            logits["text"][level], labels
+        )
+        terms[f"rank_loss_{level}"] = compound_ranking_loss(
+            outputs["image"][level],
+            outputs["text"][level],
+            outputs["partner"][level],
+            labels,
+            key=level_key,
+            epoch=epoch,
+            alpha=loss_config.alpha,
+            beta=loss_config.beta,
+            epoch_begin=loss_config.epoch_begin,
+            gate_threshold=loss_config.gate_threshold,
+        )
+    terms["id_loss"] = sum(weights[lv] * terms[f"id_loss_{lv}"] for lv in LEVELS)
+    terms["rank_loss"] = sum(weights[lv] * terms[f"rank_loss_{lv}"] for lv in LEVELS)
+    terms["loss"] = terms["id_loss"] + terms["rank_loss"]
+    for modality in ("image", "text"):
+        hits = jnp.argmax(logits[modality]["global"], axis=-1) == labels
+        terms[f"accuracy_{modality}"] = jnp.mean(hits.astype(jnp.float32))
+    return terms
+
+
+def train_step(
+    model: nn.Module,
+    state: TrainState,
+    batch: dict[str, jax.Array],
+    key: jax.Array,
+    *,
+    tx: optax.GradientTransformation,
+    config: Any,
+    info: TrainDataInfo,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One SSAN update on a global batch (pure; the loop jits and shards it).
+
+    Args:
+      model: the SsanModel.
+      state: current TrainState.
+      batch: image [B, H, W, 3] float32, label [B], caption / partner_caption [B, T],
+        length / partner_length [B].
+      key: step key (split into dropout and mining keys).
+      tx: the optimizer.
+      config: the config (`config.loss`).
+      info: data facts (steps_per_epoch).
+
+    Returns:
+      (new state, metrics from `loss_terms`).
+    """
+    dropout_key, mining_key = jax.random.split(key)
+    epoch = state.step // info.steps_per_epoch
+
+    def loss_fn(params):
+        outputs, mutated = model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            batch["image"],
+            batch["caption"],
+            batch["length"],
+            batch["partner_caption"],
+            batch["partner_length"],
+            train=True,
+            rngs={"dropout": dropout_key},
+            mutable=["batch_stats"],
+        )
+        terms = loss_terms(
+            outputs, batch["label"], key=mining_key, epoch=epoch, loss_config=config.loss
+        )
+        return terms["loss"], (terms, mutated["batch_stats"])
+
+    grads, (terms, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, updates),
+        batch_stats=batch_stats,
+        opt_state=opt_state,
+    )
+    return new_state, terms
+
+
+def evaluate(
+    model: nn.Module,
+    variables: dict[str, Any],
+    config: Any,
+    workdir: str | os.PathLike,
+    *,
+    mesh: jax.sharding.Mesh,
+    info: TrainDataInfo,
+) -> dict[str, Any]:
+    """Text->image retrieval on the test split (ssan §5); pictures and features to workdir/eval.
+
+    Returns:
+      See `ssan_eval.evaluate_test_split` (four score variants, chance R@1, sizes).
+    """
+    del info
+    records = load_split(config.data, "test")
+    if config.eval.max_gallery_images > 0:
+        records = records[: config.eval.max_gallery_images]
+    test = prepare_ssan_test(
+        records, load_vocabulary(config, workdir), max_length=config.data.max_length
+    )
+    return ssan_eval.evaluate_test_split(
+        model, variables, test, config, mesh=mesh, out_dir=Path(workdir) / "eval"
+    )

@@ -1,0 +1,52 @@
+"""Tests of run logging: metrics.jsonl, NaN checks, truncation on resume, atomic JSON."""
+
+import json
+import math
+
+import pytest
+
+from reid_jax.training import logging as run_logging
+
+
+def test_check_finite_names_step_and_metric():
+    run_logging.check_finite(3, {"loss": 1.0, "acc": 0.0})
+    with pytest.raises(FloatingPointError, match=r"step 7.*'loss': nan"):
+        run_logging.check_finite(7, {"loss": math.nan, "acc": 0.5})
+    with pytest.raises(FloatingPointError, match=r"step 2.*'acc': inf"):
+        run_logging.check_finite(2, {"loss": 1.0, "acc": math.inf})
+
+
+def test_writer_appends_one_object_per_step_and_truncates(tmp_path):
+    writer = run_logging.MetricWriter(tmp_path)
+    for step in (1, 2, 3, 4):
+        writer.write(step, {"train/loss": step / 2}, epoch=0)
+    writer.close()
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert records[2] == {"step": 3, "epoch": 0, "train/loss": 1.5}
+    assert list((tmp_path / "tensorboard").iterdir())  # event file written
+    run_logging.truncate_metrics(tmp_path, 2)
+    kept = [
+        json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert kept == [1, 2]
+
+
+def test_disabled_writer_writes_nothing(tmp_path):
+    writer = run_logging.MetricWriter(tmp_path, enabled=False)
+    writer.write(1, {"loss": 1.0})
+    writer.close()
+    assert not list(tmp_path.iterdir())
+
+
+def test_write_json_atomic_leaves_no_temporary(tmp_path):
+    path = tmp_path / "eval" / "metrics.json"
+    run_logging.write_json_atomic(path, {"b": 1, "a": [1, 2]})
+    run_logging.write_json_atomic(path, {"c": 2})
+    assert json.loads(path.read_text()) == {"c": 2}
+    assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]
+    with pytest.raises(TypeError):
+        run_logging.write_json_atomic(path, {"bad": object()})
+    assert json.loads(path.read_text()) == {"c": 2}  # old file intact, no temporary left
+    assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]

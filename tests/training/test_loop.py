@@ -1,0 +1,161 @@
+"""Tests of the generic training loop with a seconds-fast stand-in task (loop_toy_task.py):
+resume after a crash replays exactly, NaN stops with the step, SIGTERM saves and exits."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import loop_toy_task as toy
+import numpy as np
+import pytest
+
+from reid_jax import config_lib, sharding
+from reid_jax.training import evaluate as evaluate_lib
+from reid_jax.training import loop
+
+HERE = Path(__file__).parent
+REPO = HERE.parent.parent
+
+
+def _metrics(workdir):
+    lines = (Path(workdir) / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def _losses(workdir):
+    return {r["step"]: r["train/loss"] for r in _metrics(workdir) if "train/loss" in r}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("uninterrupted")
+    result = loop.train_and_evaluate(toy.toy_config(), workdir, task=toy)
+    return workdir, result
+
+
+def test_run_writes_workdir(uninterrupted):
+    workdir, result = uninterrupted
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["task"] == "toy" and config["train"]["num_steps"] == 12
+    assert sorted(_losses(workdir)) == list(range(1, 13))
+    record = _metrics(workdir)[5]
+    assert record["epoch"] == 0 and record["lr/body"] == pytest.approx(1e-3)
+    assert _metrics(workdir)[-2]["lr/rest"] == pytest.approx(1e-3)  # x0.1 from epoch 1
+    evaluation = json.loads((workdir / "eval" / "metrics.json").read_text())
+    assert evaluation == {"step": 12, "metrics": result}
+    history = (workdir / "eval" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in history] == [8, 12]  # every epoch + end
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["12", "8"]
+
+
+def test_resume_after_crash_replays_exactly(uninterrupted, tmp_path, monkeypatch):
+    reference_dir, reference = uninterrupted
+    real = sharding.host_batch_to_global
+    calls = []
+
+    def crash_on_seventh_batch(batch, mesh):
+        calls.append(1)
+        if len(calls) == 7:
+            raise RuntimeError("simulated crash")
+        return real(batch, mesh)
+
+    monkeypatch.setattr(sharding, "host_batch_to_global", crash_on_seventh_batch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        loop.train_and_evaluate(toy.toy_config(), tmp_path, task=toy)
+    assert sorted(_losses(tmp_path)) == list(range(1, 7))  # steps 5-6 logged, not saved
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["4"]
+    monkeypatch.setattr(sharding, "host_batch_to_global", real)
+    # A fresh call = a new process: new model, optimizer, loader and iterator objects.
+    resumed = loop.train_and_evaluate(toy.toy_config(), tmp_path, task=toy)
+    steps = [r["step"] for r in _metrics(tmp_path) if "train/loss" in r]
+    assert steps == list(range(1, 13))  # lines after the checkpoint were dropped, no repeats
+    want, got = _losses(reference_dir), _losses(tmp_path)
+    np.testing.assert_allclose(
+        [got[s] for s in range(1, 13)], [want[s] for s in range(1, 13)], rtol=1e-6, atol=0
+    )
+    assert resumed == reference
+
+
+def test_rerun_of_finished_run_does_not_train(uninterrupted):
+    workdir, reference = uninterrupted
+    before = (workdir / "metrics.jsonl").read_text()
+    assert loop.train_and_evaluate(toy.toy_config(), workdir, task=toy) == reference
+    assert (workdir / "metrics.jsonl").read_text() == before
+
+
+def test_evaluate_checkpoint_restores_the_final_state(uninterrupted, tmp_path):
+    workdir, reference = uninterrupted
+    metrics_file = workdir / "eval" / "metrics.json"
+    saved = metrics_file.read_text()
+    try:
+        assert evaluate_lib.evaluate_checkpoint(toy.toy_config(), workdir, task=toy) == reference
+        assert json.loads(metrics_file.read_text())["step"] == 12
+        assert evaluate_lib.evaluate_checkpoint(toy.toy_config(), workdir, step=8, task=toy)
+        assert json.loads(metrics_file.read_text())["step"] == 8
+    finally:
+        metrics_file.write_text(saved)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        evaluate_lib.evaluate_checkpoint(toy.toy_config(), tmp_path, task=toy)
+
+
+def test_nan_stops_with_the_step(tmp_path):
+    config = toy.toy_config()
+    config.loss.nan_from_step = 3
+    config.train.log_every_steps = 2  # the NaN step is inside an interval, not at its end
+    with pytest.raises(FloatingPointError, match=r"step 3\b.*loss"):
+        loop.train_and_evaluate(config, tmp_path, task=toy)
+
+
+def test_batch_must_split_over_devices(tmp_path):
+    config = toy.toy_config()
+    config.train.batch_size = 12  # 8 fake devices
+    with pytest.raises(config_lib.ConfigError, match="config.train.batch_size"):
+        loop.train_and_evaluate(config, tmp_path, task=toy)
+
+
+SIGTERM_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path[:0] = [{repo!r}, {here!r}]
+    import loop_toy_task as toy
+    from reid_jax.training import loop
+    config = toy.toy_config()
+    config.train.num_steps = 10**7
+    config.train.log_every_steps = 5
+    config.checkpoint.every_steps = 10**7
+    loop.train_and_evaluate(config, sys.argv[1], task=toy)
+""")
+
+
+def test_sigterm_saves_and_exits_cleanly(tmp_path):
+    script = tmp_path / "run.py"
+    script.write_text(SIGTERM_SCRIPT.format(repo=str(REPO), here=str(HERE)))
+    workdir = tmp_path / "run"
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="")
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(workdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.time() + 120
+        while not (workdir / "metrics.jsonl").exists():
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.time() < deadline, "training never started"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "SIGTERM received: checkpoint saved at step" in stdout
+    step = int(stdout.split("checkpoint saved at step ")[1].split(";")[0])
+    assert [p.name for p in (workdir / "checkpoints").iterdir()] == [str(step)]
+    assert step >= 5
