@@ -328,6 +328,8 @@ def train_and_evaluate(
                     jax.block_until_ready(metrics)
                     tick, timed_images = time.perf_counter(), 0
                 if step % config.train.log_every_steps == 0 or step == setup.total_steps:
+                    # Wait for the interval's steps, so images/s counts compute, not dispatch.
+                    jax.block_until_ready(pending)
                     now = time.perf_counter()
                     _log_interval(
                         writer, pbar, pending, step, setup, config, timed_images, now - tick

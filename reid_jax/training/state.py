@@ -52,3 +52,26 @@ def model_variables(state: TrainState) -> dict[str, Any]:
     if state.batch_stats:
         variables["batch_stats"] = state.batch_stats
     return variables
+
+
+def apply_gradients(
+    state: TrainState, grads: Any, batch_stats: Any, tx: optax.GradientTransformation
+) -> TrainState:
+    """One optimizer update: the state after applying `grads` (shared by every task's step).
+
+    Args:
+      state: the current state.
+      grads: gradients with the structure of `state.params`.
+      batch_stats: the BatchNorm statistics the forward pass produced.
+      tx: the optimizer `state.opt_state` belongs to.
+
+    Returns:
+      The state with step + 1, updated params and opt_state, and the new batch_stats.
+    """
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return state.replace(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, updates),
+        batch_stats=batch_stats,
+        opt_state=opt_state,
+    )

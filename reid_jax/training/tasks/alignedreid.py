@@ -37,7 +37,7 @@ from reid_jax.data.records import CameraImage
 from reid_jax.losses import mutual, triplet
 from reid_jax.losses.classification import softmax_cross_entropy
 from reid_jax.models.alignedreid.model import AlignedReidModel
-from reid_jax.training.state import TrainState
+from reid_jax.training.state import TrainState, apply_gradients
 from reid_jax.training.tasks.base import TrainDataInfo
 
 DATASETS = ("embedded", "market1501", "dukemtmc", "cuhk03_labeled", "cuhk03_detected", "msmt17")
@@ -389,12 +389,7 @@ def train_step(
         return terms["loss"], (terms, mutated["batch_stats"])
 
     grads, (terms, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(
-        step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
-    )
-    return new_state, terms
+    return apply_gradients(state, grads, batch_stats, tx), terms
 
 
 def evaluate(
