@@ -5,7 +5,10 @@
     reid-jax evaluate --features FILE.npz --workdir OUT          # saved query/gallery features
 
 Multi-host runs set `--config.mesh.distributed=True` (or REID_JAX_DISTRIBUTED=1) so that
-`jax.distributed.initialize()` runs before anything touches the devices.
+`jax.distributed.initialize()` runs before anything touches the devices. jax finds the
+coordinator, process count and process id itself only under SLURM, Open MPI, Kubernetes or
+Cloud TPU; elsewhere set REID_JAX_COORDINATOR (host:port of process 0),
+REID_JAX_NUM_PROCESSES and REID_JAX_PROCESS_ID (launch/multihost.sh does).
 """
 
 from __future__ import annotations
@@ -37,6 +40,26 @@ def _distributed(config) -> bool:
     )
 
 
+def _distributed_arguments() -> dict[str, str | int]:
+    """`jax.distributed.initialize` arguments from the REID_JAX_* variables that are set."""
+    arguments: dict[str, str | int] = {}
+    for name, key, kind in (
+        ("REID_JAX_COORDINATOR", "coordinator_address", str),
+        ("REID_JAX_NUM_PROCESSES", "num_processes", int),
+        ("REID_JAX_PROCESS_ID", "process_id", int),
+    ):
+        if value := os.environ.get(name, ""):
+            try:
+                arguments[key] = kind(value)
+            except ValueError:
+                raise app.UsageError(f"${name} must be an integer, got {value!r}") from None
+    if len(arguments) == 3:
+        # All given: skip jax's cluster detection, which under SLURM would also restrict each
+        # process to the one GPU numbered SLURM_LOCALID.
+        arguments["cluster_detection_method"] = "deactivate"
+    return arguments
+
+
 def _run(argv: Sequence[str]) -> None:
     if len(argv) != 2 or argv[1] not in COMMANDS:
         raise app.UsageError(
@@ -56,7 +79,7 @@ def _run(argv: Sequence[str]) -> None:
     if _distributed(config):
         import jax
 
-        jax.distributed.initialize()
+        jax.distributed.initialize(**_distributed_arguments())
     if command == "train":
         from reid_jax.training.loop import train_and_evaluate
 

@@ -298,9 +298,12 @@ def train_and_evaluate(
         if is_main:
             run_logging.truncate_metrics(workdir, start)
         logging.info("resumed from step %d of %d", start, setup.total_steps)
-    root_key = jax.device_put(
-        jax.random.fold_in(jax.random.key(config.seed), 1), sharding.replicated(setup.mesh)
-    )
+    # Made by a jitted function: device_put of a process-local key onto a mesh that spans
+    # several processes is an error; a replicated jit output is fine everywhere.
+    root_key = jax.jit(
+        lambda: jax.random.fold_in(jax.random.key(config.seed), 1),
+        out_shardings=sharding.replicated(setup.mesh),
+    )()
     train_step = make_train_step(
         setup.task, setup.model, setup.tx, config, setup.info, setup.mesh, setup.schedule
     )

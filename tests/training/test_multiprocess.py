@@ -1,0 +1,163 @@
+"""End-to-end multi-process training: 2 processes x 2 CPU devices, as a 2-host run would be.
+
+Both processes run `launch/multihost.sh ... train --config configs/ssan.py:smoke` against one
+workdir (a shared filesystem), talking through `jax.distributed` (gloo collectives on CPU).
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from absl import app
+
+from reid_jax import cli
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 240
+CONFIG = "configs/ssan.py:smoke"
+
+
+def test_distributed_arguments_from_environment(monkeypatch):
+    for name in ("REID_JAX_COORDINATOR", "REID_JAX_NUM_PROCESSES", "REID_JAX_PROCESS_ID"):
+        monkeypatch.delenv(name, raising=False)
+    assert cli._distributed_arguments() == {}  # jax's own cluster detection decides
+    monkeypatch.setenv("REID_JAX_COORDINATOR", "node0:1234")
+    assert cli._distributed_arguments() == {"coordinator_address": "node0:1234"}
+    monkeypatch.setenv("REID_JAX_NUM_PROCESSES", "4")
+    monkeypatch.setenv("REID_JAX_PROCESS_ID", "3")
+    assert cli._distributed_arguments() == {
+        "coordinator_address": "node0:1234",
+        "num_processes": 4,
+        "process_id": 3,
+        "cluster_detection_method": "deactivate",
+    }
+    monkeypatch.setenv("REID_JAX_PROCESS_ID", "three")
+    with pytest.raises(app.UsageError, match="REID_JAX_PROCESS_ID"):
+        cli._distributed_arguments()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _environment(tmp_path: Path, devices: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REID_JAX_")}
+    env.update(
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+        REID_JAX_DATA=str(tmp_path / "data"),
+        JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+        PYTHON=sys.executable,
+    )
+    return env
+
+
+def _start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with open(log, "w") as out:
+        # Own process group, so that a hung run is killed with every child it started.
+        return subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def _wait_all(procs: list[subprocess.Popen], logs: list[Path]) -> None:
+    """Waits for every process; on a timeout or failure kills them all and shows the logs."""
+    try:
+        codes = [proc.wait(timeout=TIMEOUT_S) for proc in procs]
+    except subprocess.TimeoutExpired:
+        codes = None
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    if codes != [0] * len(procs):
+        tails = "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs)
+        pytest.fail(f"exit codes {codes} (None: timed out after {TIMEOUT_S} s)\n{tails}")
+
+
+def _run_single(tmp_path: Path, workdir: Path, *overrides: str) -> str:
+    """One process with 4 CPU devices; returns its log."""
+    log = tmp_path / "single.log"
+    command = [sys.executable, "-m", "reid_jax.cli", "train", "--config", CONFIG]
+    command += ["--workdir", str(workdir), *overrides]
+    _wait_all([_start(command, _environment(tmp_path, 4), log)], [log])
+    return log.read_text()
+
+
+def _run_two_processes(tmp_path: Path, workdir: Path, name: str, *overrides: str) -> list[str]:
+    """Two processes with 2 CPU devices each through launch/multihost.sh; returns their logs."""
+    coordinator = f"127.0.0.1:{_free_port()}"
+    procs, logs = [], []
+    for process_id in range(2):
+        logs.append(tmp_path / f"{name}_{process_id}.log")
+        command = ["bash", "launch/multihost.sh", f"--coordinator={coordinator}"]
+        command += ["--num_processes=2", f"--process_id={process_id}"]
+        command += ["train", "--config", CONFIG, "--workdir", str(workdir), *overrides]
+        procs.append(_start(command, _environment(tmp_path, 2), logs[-1]))
+    _wait_all(procs, logs)
+    return [log.read_text() for log in logs]
+
+
+def _train_records(workdir: Path) -> list[dict]:
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if "train/loss" in r]
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_process_and_resume(tmp_path):
+    """2 processes x 2 devices train exactly like 1 process x 4 devices, and resume.
+
+    Same global batch on the same 4-device 'data' mesh: each process loads the contiguous half
+    of every global batch (`SampledStreamSource`), so the global arrays are identical and only
+    the order of cross-device float sums may differ (hence allclose, rtol 1e-4). The reference
+    trains 3 steps straight; the 2-process run trains 2, then the same command with
+    num_steps=3 resumes from checkpoint 2 (state and both processes' data iterators), so its
+    step 3 must match the uninterrupted step 3 as well. The smoke schedule ('step', no warmup)
+    does not depend on the total step count. The single-process run goes first: it also
+    generates the embedded dataset, which two processes must not generate at once.
+    """
+    reference = tmp_path / "single"
+    _run_single(tmp_path, reference, "--config.train.num_steps=3")
+    expected = _train_records(reference)
+    assert [r["step"] for r in expected] == [1, 2, 3]
+
+    workdir = tmp_path / "multi"
+    logs = _run_two_processes(tmp_path, workdir, "first")
+    first = _train_records(workdir)
+    # One writer: a second one would duplicate every line and TensorBoard file.
+    assert [r["step"] for r in first] == [1, 2]
+    assert len(list((workdir / "tensorboard").iterdir())) == 1
+    assert len((workdir / "eval" / "history.jsonl").read_text().splitlines()) == 1
+    assert json.loads((workdir / "eval" / "metrics.json").read_text())["step"] == 2
+    # The results table is logged by process 0 only.
+    assert "text->image retrieval" in logs[0] and "text->image retrieval" not in logs[1]
+    # Each process saved its own data-iterator position.
+    data_dir = workdir / "checkpoints" / "2" / "data"
+    assert {p.name for p in data_dir.glob("process_*.json")} == {
+        "process_0-of-2.json",
+        "process_1-of-2.json",
+    }
+
+    logs = _run_two_processes(tmp_path, workdir, "resume", "--config.train.num_steps=3")
+    assert all("resumed from step 2 of 3" in log for log in logs)
+    resumed = _train_records(workdir)
+    assert [r["step"] for r in resumed] == [1, 2, 3]
+    assert resumed[:2] == first  # steps 1-2 kept as they were, not re-run
+    assert json.loads((workdir / "eval" / "metrics.json").read_text())["step"] == 3
+    assert len((workdir / "eval" / "history.jsonl").read_text().splitlines()) == 2
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2", "3"]
+
+    names = sorted(k for k in expected[0] if k.startswith("train/") and "per_second" not in k)
+    assert "train/loss" in names and sorted(k for k in resumed[0] if k in names) == names
+    got = np.array([[r[k] for k in names] for r in resumed])
+    want = np.array([[r[k] for k in names] for r in expected])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=str(names))
