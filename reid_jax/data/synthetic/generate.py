@@ -6,6 +6,7 @@ folder is renamed into place, so a reader never sees a partial dataset.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pathlib
@@ -170,11 +171,18 @@ def ensure_dataset(
     out = pathlib.Path(root).absolute()
     if is_complete(out, config):
         return out
-    if out.exists() and any(out.iterdir()) and read_marker(out) is None:
-        # Never delete a folder this generator did not make.
-        raise FileExistsError(
-            f"{out}: not empty and not a synthetic dataset ({MARKER_NAME} "
-            "missing); choose another folder"
-        )
-    generate_dataset(out, config, overwrite=True)
+    # Several processes of one run (multi-process training on a shared disk) may call this at
+    # once: the first generates under an exclusive lock, the others then find it complete.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / f".{out.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_complete(out, config):
+            return out
+        if out.exists() and any(out.iterdir()) and read_marker(out) is None:
+            # Never delete a folder this generator did not make.
+            raise FileExistsError(
+                f"{out}: not empty and not a synthetic dataset ({MARKER_NAME} "
+                "missing); choose another folder"
+            )
+        generate_dataset(out, config, overwrite=True)
     return out

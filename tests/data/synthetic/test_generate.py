@@ -1,6 +1,7 @@
 """End-to-end generation of a tiny dataset: determinism, layouts of all formats, atomicity."""
 
 import collections
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -212,7 +213,29 @@ def test_ensure_dataset_is_idempotent(tmp_path, monkeypatch):
     again = ensure_dataset(tmp_path / "e", seed=1, image_size=(64, 32), **SIZES)
     marker = json.loads((again / "SYNTHETIC_DATASET.json").read_text())
     assert marker["config"]["seed"] == 1 and _files(again) != before
-    assert sorted(os.listdir(tmp_path)) == ["e"]  # no temporary siblings left
+    # No temporary siblings left; the lock file of concurrent callers stays (it is empty).
+    assert sorted(os.listdir(tmp_path)) == [".e.lock", "e"]
+
+
+def test_concurrent_callers_generate_once(tmp_path, monkeypatch):
+    """Processes of one multi-process run may race on a shared disk: one generates."""
+    calls = []
+    real_generate = generate_module.generate_dataset
+
+    def counting_generate(*args, **kwargs):
+        calls.append(args)
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(generate_module, "generate_dataset", counting_generate)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        roots = list(
+            pool.map(
+                lambda _: ensure_dataset(tmp_path / "d", seed=0, image_size=(64, 32), **SIZES),
+                range(2),
+            )
+        )
+    assert roots[0] == roots[1] and len(calls) == 1
+    assert dataset_paths(roots[0], TINY)["marker"].is_file()
 
 
 def test_failed_generation_leaves_nothing(tmp_path, monkeypatch):
@@ -222,7 +245,7 @@ def test_failed_generation_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(generate_module, "build_mals", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         ensure_dataset(tmp_path / "f", image_size=(64, 32), **SIZES)
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(tmp_path) == [".f.lock"]  # only the (empty) lock file of ensure_dataset
 
 
 def test_refuses_to_touch_foreign_folders(tmp_path):
