@@ -3,11 +3,19 @@
 The step is the one the training loop runs (`loop.make_train_step` over the SSAN task, with the
 paper's optimizer), at the paper's sizes by default (`configs/ssan.py:cuhk_pedes`: ResNet-50,
 384 x 128, batch 64, K = 6, D = 1024, vocab 5000, BiLSTM 2048, T = 100) and C = 11000
-classes, on random inputs. On a GPU/TPU it also reports the model FLOP utilisation from the
-compiled program's own FLOP count (`cost_analysis`).
+classes, on random inputs. On a GPU/TPU it also reports the model FLOP utilisation.
+
+FLOPs: XLA's `cost_analysis` counts a while-loop body once, so it misses T - 1 of the BiLSTM's
+T recurrent steps (the largest matmuls of the step); `tflop_per_step` adds them back
+analytically (`recurrent_flops_not_counted`), `xla_tflop_per_step` is XLA's raw count.
+Memory: XLA's buffer plan from `memory_analysis` (temporaries, arguments) and the process's
+peak resident set size (`ru_maxrss`), which also holds the host batch and the runtime.
+`--remat` sets `config.model.remat`; the step is compiled with `ssan.compiler_options`
+(`--nocpu_remat_options`: with XLA's defaults, under which remat saves nothing on CPU).
 
 Usage (from the repository root):
   /work/venv/bin/python -m benchmarks.ssan_train_step --steps=3
+  /work/venv/bin/python -m benchmarks.ssan_train_step --remat=none --compile_only
   /work/venv/bin/python -m benchmarks.ssan_train_step --config_arg=smoke --num_classes=300
 """
 
@@ -15,6 +23,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import resource
 import sys
 import time
 
@@ -23,6 +32,7 @@ import numpy as np
 from absl import app, flags
 
 from reid_jax import sharding
+from reid_jax.models.ssan.model import REMAT_POLICIES
 from reid_jax.training import loop, optim
 from reid_jax.training.state import create_train_state
 from reid_jax.training.tasks import ssan
@@ -33,6 +43,12 @@ _NUM_CLASSES = flags.DEFINE_integer("num_classes", 11000, "C (11000 = CUHK-PEDES
 _STEPS = flags.DEFINE_integer("steps", 3, "Timed steps after the first (warm-up) one.")
 _DTYPE = flags.DEFINE_string("dtype", "float32", "model.dtype: float32 or bfloat16.")
 _BATCH = flags.DEFINE_integer("batch_size", 0, "Global batch (0 = the config's).")
+_REMAT = flags.DEFINE_enum(
+    "remat", None, list(REMAT_POLICIES), "model.remat (default: the config's)."
+)
+_CPU_REMAT_OPTIONS = flags.DEFINE_bool(
+    "cpu_remat_options", True, "Compile with ssan.compiler_options (False: XLA defaults)."
+)
 _COMPILE_ONLY = flags.DEFINE_bool(
     "compile_only", False, "Stop after compiling (compile time and XLA's memory estimate)."
 )
@@ -78,6 +94,30 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def recurrent_flops_not_counted(config, batch_size: int) -> float:
+    """BiLSTM recurrent-matmul FLOPs of the T - 1 scan steps XLA's cost analysis leaves out.
+
+    The text batch is 4B sequences (captions and partners through both embedding streams);
+    each step multiplies [2, 4B, H] by [2, H, 4H] forward and twice in the backward pass
+    (input and weight gradients); the BiLSTM's remat keeps the matmul outputs, so remat adds
+    no matmul here.
+
+    Args:
+      config: the SSAN config (model.lstm_hidden, data.max_length).
+      batch_size: global batch B.
+
+    Returns:
+      The missing FLOPs of one train step.
+    """
+    hidden = config.model.lstm_hidden
+    forward = 2 * 2 * (4 * batch_size) * hidden * (4 * hidden)
+    return (config.data.max_length - 1) * 3 * forward
+
+
+def _peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30  # KiB on Linux
+
+
 def _flops(compiled) -> float:
     analysis = compiled.cost_analysis()
     if isinstance(analysis, (list, tuple)):
@@ -89,6 +129,8 @@ def main(argv):
     del argv
     config = load_config(_CONFIG_ARG.value)
     config.model.dtype = _DTYPE.value
+    if _REMAT.value is not None:
+        config.model.remat = _REMAT.value
     batch_size = _BATCH.value or config.train.batch_size
     config.train.batch_size = batch_size
     info = TrainDataInfo(
@@ -120,14 +162,19 @@ def main(argv):
     )
     key = jax.device_put(jax.random.key(1), replicated)
     start = time.perf_counter()
-    compiled = step.lower(state, batch, key).compile()
+    options = ssan.compiler_options(config) if _CPU_REMAT_OPTIONS.value else None
+    compiled = step.lower(state, batch, key).compile(compiler_options=options)
     compile_seconds = time.perf_counter() - start
-    flops = _flops(compiled)
+    xla_flops = _flops(compiled)
+    flops = xla_flops + recurrent_flops_not_counted(config, batch_size)
     memory = compiled.memory_analysis()
     temp_gib = getattr(memory, "temp_size_in_bytes", float("nan")) / 2**30
+    argument_gib = getattr(memory, "argument_size_in_bytes", float("nan")) / 2**30
     _progress(
-        f"compiled in {compile_seconds:.1f} s; XLA temp buffers {temp_gib:.2f} GiB, "
-        f"{flops / 1e12:.2f} TFLOP per step"
+        f"remat={config.model.remat}, options={options}: compiled in {compile_seconds:.1f} s; "
+        f"XLA temp buffers {temp_gib:.2f} GiB + arguments {argument_gib:.2f} GiB; "
+        f"{flops / 1e12:.2f} TFLOP per step (XLA counts {xla_flops / 1e12:.2f}); "
+        f"peak RSS so far {_peak_rss_gib():.2f} GiB"
     )
     if _COMPILE_ONLY.value:
         return
@@ -146,6 +193,8 @@ def main(argv):
         "device": f"{jax.device_count()} x {device.device_kind} ({device.platform})",
         "config": _CONFIG_ARG.value,
         "dtype": _DTYPE.value,
+        "remat": config.model.remat,
+        "compiler_options": options,
         "batch": batch_size,
         "num_classes": _NUM_CLASSES.value,
         "params_millions": round(num_params / 1e6, 1),
@@ -153,9 +202,12 @@ def main(argv):
         "compile_seconds": round(compile_seconds, 1),
         "seconds_per_step": round(seconds, 3),
         "step_times": [round(t, 3) for t in times],
-        "images_per_second": round(batch_size / seconds, 1),
+        "images_per_second": round(batch_size / seconds, 2),
         "tflop_per_step": round(flops / 1e12, 2),
+        "xla_tflop_per_step": round(xla_flops / 1e12, 2),
         "temp_memory_gib": round(temp_gib, 2),
+        "argument_memory_gib": round(argument_gib, 2),
+        "peak_rss_gib": round(_peak_rss_gib(), 2),
         "loss": float(metrics["loss"]),
     }
     peak = next((p for name, p in PEAK_FLOPS.items() if name in device.device_kind), None)

@@ -66,6 +66,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             dropout_rate=0.3,
             leaky_slope=0.25,
             dtype="float32",  # compute dtype; 'bfloat16' keeps params and losses in float32
+            # Recompute activations in the backward pass: 'none' | 'backbone' (ResNet blocks)
+            # | 'all' (+ BiLSTM steps and WAM). Paper sizes at batch 64 need it on a 24 GB
+            # machine; see benchmarks/RESULTS.md "SSAN train step" for memory and speed.
+            remat="all" if paper else "none",
         )
     )
 

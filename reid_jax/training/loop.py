@@ -156,11 +156,14 @@ def make_train_step(
         return new_state, metrics
 
     replicated = sharding.replicated(mesh)
+    # Optional task hook: XLA options the step needs (e.g. for remat to save memory on CPU).
+    task_compiler_options = getattr(task, "compiler_options", None)
     return jax.jit(
         step,
         in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
         out_shardings=(replicated, replicated),
         donate_argnums=0,
+        compiler_options=task_compiler_options(config) if task_compiler_options else None,
     )
 
 

@@ -33,6 +33,9 @@ from reid_jax.models.ssan.word_attention import WordAttention
 
 Feats = dict[str, jnp.ndarray]
 
+# SsanModel.remat values, cheapest in memory last (measured in benchmarks/RESULTS.md).
+REMAT_POLICIES = ("none", "backbone", "all")
+
 # Kaiming normal fan_out (ssan §2.10); for a Dense kernel [C_in, C_out] fan_out = C_out.
 projection_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 classifier_init = nn.initializers.normal(stddev=0.001)
@@ -82,6 +85,11 @@ class SsanModel(nn.Module):
       dropout_rate: dropout on the word embeddings.
       leaky_slope: LeakyReLU negative slope.
       dtype: compute dtype; params, BN statistics, softmax and all returned arrays are float32.
+      remat: rematerialisation (activation recomputation in the backward pass), one of
+        ``REMAT_POLICIES``: 'none'; 'backbone' recomputes each ResNet residual block; 'all'
+        also recomputes the BiLSTM's gate nonlinearities per step and the WAM's [B, T, K, H]
+        weighted words. Parameter paths and results are unchanged; only memory and backward
+        FLOPs change (on CPU see ``training.tasks.ssan.compiler_options``).
     """
 
     num_classes: int
@@ -97,8 +105,13 @@ class SsanModel(nn.Module):
     dropout_rate: float = 0.3
     leaky_slope: float = 0.25
     dtype: Any = jnp.float32
+    remat: str = "none"
 
     def setup(self) -> None:
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(
+                f"SsanModel: remat must be one of {REMAT_POLICIES}, got {self.remat!r}"
+            )
         channels = resnet_output_channels(self.backbone_depth, self.backbone_width)
         if channels != self.lstm_hidden:
             raise ValueError(
@@ -106,15 +119,22 @@ class SsanModel(nn.Module):
                 f"{self.backbone_depth}, width {self.backbone_width}) must equal lstm_hidden "
                 f"({self.lstm_hidden}) because conv_global/conv_local are shared"
             )
+        remat_text = self.remat == "all"
         self.backbone = ResNet(
-            self.backbone_depth, self.backbone_width, self.last_stride, dtype=self.dtype
+            self.backbone_depth,
+            self.backbone_width,
+            self.last_stride,
+            dtype=self.dtype,
+            remat=self.remat != "none",
         )
         shape = (self.vocab_size, self.embed_dim)
         self.global_embedding = self.param("global_embedding", _embedding_init, shape)
         self.local_embedding = self.param("local_embedding", _embedding_init, shape)
         self.embedding_dropout = nn.Dropout(self.dropout_rate)
-        self.bilstm = BiLstm(self.lstm_hidden, dtype=self.dtype)
-        self.word_attention = WordAttention(self.num_parts, dtype=self.dtype)
+        self.bilstm = BiLstm(self.lstm_hidden, dtype=self.dtype, remat=remat_text)
+        # nn.remat keeps the attribute name, hence the parameter path word_attention/kernel.
+        word_attention_cls = nn.remat(WordAttention) if remat_text else WordAttention
+        self.word_attention = word_attention_cls(self.num_parts, dtype=self.dtype)
         self.conv_global = nn.Dense(
             self.feature_dim, use_bias=False, kernel_init=projection_init, dtype=self.dtype
         )

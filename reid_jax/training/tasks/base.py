@@ -14,6 +14,9 @@ Call order in a run:
      splits it by purpose. `metrics` are [] float32 scalars, averaged per log interval.
   5. `evaluate(model, variables, config, workdir, mesh=, info=)` -> nested metrics dict
      (all processes call it; only process 0 may write files, under workdir/eval/).
+
+Optional: `compiler_options(config)` -> dict of XLA options for the jitted train step, or None
+(SSAN uses it so that rematerialisation saves memory on XLA:CPU).
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from reid_jax import config_lib
 from reid_jax.data import pipeline
 from reid_jax.data.records import CaptionedImage
 from reid_jax.data.ssan_examples import (
@@ -33,9 +34,9 @@ from reid_jax.data.ssan_examples import (
 )
 from reid_jax.losses.classification import part_identity_loss, softmax_cross_entropy
 from reid_jax.losses.ranking import compound_ranking_loss
-from reid_jax.models.ssan.model import SsanModel
+from reid_jax.models.ssan.model import REMAT_POLICIES, SsanModel
 from reid_jax.text.vocab import Vocabulary
-from reid_jax.training.state import TrainState
+from reid_jax.training.state import TrainState, apply_gradients
 from reid_jax.training.tasks import ssan_eval
 from reid_jax.training.tasks.base import TrainDataInfo
 from reid_jax.training.tasks.ssan_eval import LEVELS
@@ -153,6 +154,10 @@ def make_train_data(
 def create_model(config: Any, info: TrainDataInfo) -> SsanModel:
     """Unpacks `config.model` into an SsanModel with C = info.num_classes."""
     m = config.model
+    if m.remat not in REMAT_POLICIES:
+        raise config_lib.ConfigError(
+            "model.remat", f"must be one of {REMAT_POLICIES}, got {m.remat!r}"
+        )
     return SsanModel(
         num_classes=info.num_classes,
         vocab_size=m.vocab_size,
@@ -167,7 +172,31 @@ def create_model(config: Any, info: TrainDataInfo) -> SsanModel:
         dropout_rate=m.dropout_rate,
         leaky_slope=m.leaky_slope,
         dtype=jnp.dtype(m.dtype),
+        remat=m.remat,
     )
+
+
+# XLA:CPU expands jax.checkpoint's optimization barriers early ('cse_barrier_expander') and
+# CSE then merges the recomputation back into the forward pass, so remat outside a scan
+# saves nothing on CPU (measured: the ResNet-50 step even grows) unless that pass is skipped.
+REMAT_CPU_COMPILER_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
+
+
+def compiler_options(config: Any, backend: str | None = None) -> dict[str, str] | None:
+    """XLA options the jitted train step needs for `config.model.remat` to save memory.
+
+    Args:
+      config: the config (`config.model.remat`).
+      backend: platform the step compiles for; `jax.default_backend()` when None.
+
+    Returns:
+      `REMAT_CPU_COMPILER_OPTIONS` (a copy) for remat != 'none' on 'cpu', else None; pass it
+      as `jax.jit(..., compiler_options=...)` or `lowered.compile(compiler_options=...)`.
+    """
+    backend = backend or jax.default_backend()
+    if config.model.remat == "none" or backend != "cpu":
+        return None
+    return dict(REMAT_CPU_COMPILER_OPTIONS)
 
 
 def init_variables(model: nn.Module, rng: jax.Array, config: Any) -> dict[str, Any]:
@@ -290,14 +319,7 @@ def train_step(
         return terms["loss"], (terms, mutated["batch_stats"])
 
     grads, (terms, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=optax.apply_updates(state.params, updates),
-        batch_stats=batch_stats,
-        opt_state=opt_state,
-    )
-    return new_state, terms
+    return apply_gradients(state, grads, batch_stats, tx), terms
 
 
 def evaluate(
