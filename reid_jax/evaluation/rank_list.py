@@ -149,6 +149,30 @@ def render_rank_list(
     return info
 
 
+
+def render_first_and_worst(
+    out_dir: str | os.PathLike, *, num_queries: int, top_k: int, **kwargs
+) -> None:
+    """Writes rank_list_first.{png,html} and rank_list_worst.{png,html} (lowest AP first).
+
+    Args:
+      out_dir: folder for the four files (created if needed).
+      num_queries: queries per picture.
+      top_k: gallery items per query.
+      **kwargs: the other keyword arguments of `render_rank_list` (queries, gallery_paths,
+        similarity, query_ids, gallery_ids, ...).
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    for name, worst_first in (("first", False), ("worst", True)):
+        render_rank_list(
+            out_png=os.path.join(out_dir, f"rank_list_{name}.png"),
+            out_html=os.path.join(out_dir, f"rank_list_{name}.html"),
+            num_queries=num_queries,
+            top_k=top_k,
+            worst_first=worst_first,
+            **kwargs,
+        )
+
 def _draw_png(info, queries, gallery_paths, ids, top_k, queries_are_images) -> bytes:
     query_ids, gallery_ids = ids
     cell_w = THUMB_W + 2 * BORDER + _PAD

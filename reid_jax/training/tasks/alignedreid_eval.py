@@ -193,29 +193,25 @@ def evaluate_model(
 
 def _write_rank_lists(out_dir: Path, protocol: Any, dist: np.ndarray, eval_config: Any) -> None:
     """Best-first and worst-first rank-list pictures of the query images (process 0)."""
-    from reid_jax.evaluation.rank_list import render_rank_list
+    from reid_jax.evaluation.rank_list import render_first_and_worst
     from reid_jax.evaluation.retrieval import market_junk_mask
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     junk = market_junk_mask(
         protocol.query_ids, protocol.gallery_ids, protocol.query_cams, protocol.gallery_cams
     )
-    for name, worst_first in (("first", False), ("worst", True)):
-        render_rank_list(
-            queries=protocol.query_paths,
-            gallery_paths=protocol.gallery_paths,
-            similarity=dist,
-            query_ids=protocol.query_ids,
-            gallery_ids=protocol.gallery_ids,
-            out_png=out_dir / f"rank_list_{name}.png",
-            out_html=out_dir / f"rank_list_{name}.html",
-            num_queries=eval_config.rank_list_queries,
-            top_k=eval_config.rank_list_top_k,
-            worst_first=worst_first,
-            gallery_junk_mask=junk,
-            is_distance=True,
-            queries_are_images=True,
-        )
+    render_first_and_worst(
+        out_dir,
+        num_queries=eval_config.rank_list_queries,
+        top_k=eval_config.rank_list_top_k,
+        queries=protocol.query_paths,
+        gallery_paths=protocol.gallery_paths,
+        similarity=dist,
+        query_ids=protocol.query_ids,
+        gallery_ids=protocol.gallery_ids,
+        gallery_junk_mask=junk,
+        is_distance=True,
+        queries_are_images=True,
+    )
 
 
 def evaluate(

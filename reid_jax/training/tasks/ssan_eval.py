@@ -127,22 +127,18 @@ def _write_outputs(
     eval_config: Any,
 ) -> None:
     """Rank-list pictures (first and worst queries) and the features file (process 0)."""
-    from reid_jax.evaluation.rank_list import render_rank_list
+    from reid_jax.evaluation.rank_list import render_first_and_worst
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, worst_first in (("first", False), ("worst", True)):
-        render_rank_list(
-            queries=test.query_texts,
-            gallery_paths=test.gallery_paths,
-            similarity=score,
-            query_ids=test.query_ids,
-            gallery_ids=test.gallery_ids,
-            out_png=out_dir / f"rank_list_{name}.png",
-            out_html=out_dir / f"rank_list_{name}.html",
-            num_queries=eval_config.rank_list_queries,
-            top_k=eval_config.rank_list_top_k,
-            worst_first=worst_first,
-        )
+    render_first_and_worst(
+        out_dir,
+        num_queries=eval_config.rank_list_queries,
+        top_k=eval_config.rank_list_top_k,
+        queries=test.query_texts,
+        gallery_paths=test.gallery_paths,
+        similarity=score,
+        query_ids=test.query_ids,
+        gallery_ids=test.gallery_ids,
+    )
     if eval_config.save_features:
         _save_features(out_dir / "features.npz", test, image_feats, text_feats)
 
