@@ -34,6 +34,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.task = "alignedreid"
     config.seed = 0
+    # Start from other weights: a run folder, a checkpoint step folder or a converted .npz
+    # (reid-jax import-weights). Names map through ordered (regex, replacement) rules; what
+    # matches in shape loads, the rest keeps its fresh initialisation (printed report).
+    config.init_from = ""
+    config.init_from_rules = ()
+    config.init_from_strict = False  # True: anything not loaded is an error
 
     config.data = ml_collections.ConfigDict(
         dict(
@@ -106,6 +112,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             decay_epochs=(150,) if paper else (20,),
             decay_factor=0.001,
             warmup_steps=0,
+            clip_norm=0.0,  # > 0: clip the gradient's global norm
         )
     )
 
@@ -114,12 +121,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             batch_size=128 if paper else 64,  # P x K = 32 x 4 (embedded 16 x 4)
             num_epochs=300 if paper else 40,
             num_steps=0,  # > 0 overrides num_epochs
+            grad_accum_steps=1,  # micro-batches per step (same update for per-example losses)
+            ema_decay=0.0,  # > 0: keep a moving average of the params
             log_every_steps=50 if paper else 10,
         )
     )
 
     config.eval = ml_collections.ConfigDict(
         dict(
+            # Metric that picks the best/ checkpoint (higher is better); '' = keep none.
+            select_metric="model_0/global/mAP",
+            use_ema=False,  # evaluate the moving average (needs train.ema_decay > 0)
             every_epochs=0,  # evaluate only at the end (the re-production tests once)
             batch_size=32 if paper else 64,  # padded to a multiple of the device count
             ap_mode="trapezoid",  # the re-production / official Market code (§7.5); or 'step'
@@ -133,6 +145,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             local_block=256,  # tile of the chunked aligned-distance matrix
             rank_list_queries=8,
             rank_list_top_k=10,
+            save_features=True,  # eval/features.npz of model_0 for `reid-jax evaluate --features`
         )
     )
 

@@ -34,6 +34,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.task = "ssan"
     config.seed = 0
+    # Start from other weights: a run folder, a checkpoint step folder or a converted .npz
+    # (reid-jax import-weights). Names map through ordered (regex, replacement) rules; what
+    # matches in shape loads, the rest keeps its fresh initialisation (printed report).
+    config.init_from = ""
+    config.init_from_rules = ()
+    config.init_from_strict = False  # True: anything not loaded is an error
 
     config.data = ml_collections.ConfigDict(
         dict(
@@ -102,6 +108,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             decay_epochs=(20, 40) if paper else (6,),
             decay_factor=0.1,
             warmup_steps=0,
+            clip_norm=0.0,  # > 0: clip the gradient's global norm
         )
     )
 
@@ -110,12 +117,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             batch_size=64,
             num_epochs=60 if paper else 8,
             num_steps=0,  # > 0 overrides num_epochs
+            grad_accum_steps=1,  # micro-batches per step (same update for per-example losses)
+            ema_decay=0.0,  # > 0: keep a moving average of the params
             log_every_steps=50 if paper else 10,
         )
     )
 
     config.eval = ml_collections.ConfigDict(
         dict(
+            # Metric that picks the best/ checkpoint (higher is better); '' = keep none.
+            select_metric="sum/R1",
+            use_ema=False,  # evaluate the moving average (needs train.ema_decay > 0)
             every_epochs=1 if paper else 0,  # ssan §4 evaluates on test after every epoch
             batch_size=64,
             ap_mode="step",  # standard AP; 'trapezoid' is the reference's variant (ssan §5.3)

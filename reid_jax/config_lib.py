@@ -9,6 +9,7 @@ does not start a backend.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -148,11 +149,32 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check(config.checkpoint.max_to_keep > 0, "checkpoint.max_to_keep", "must be > 0")
     _check(config.eval.every_epochs >= 0, "eval.every_epochs", "must be >= 0")
     _check(optim.lr > 0, "optim.lr", f"must be > 0, got {optim.lr}")
-    _check(optim.name in ("adam", "adamw"), "optim.name", f"unknown optimizer '{optim.name}'")
+    from reid_jax.training.optim import OPTIMIZERS, SCHEDULES  # lazy: imports jax
+
     _check(
-        optim.schedule in ("constant", "step", "cosine", "exp"),
+        optim.name in OPTIMIZERS,
+        "optim.name",
+        f"unknown optimizer '{optim.name}', choose from {sorted(OPTIMIZERS)}",
+    )
+    _check(
+        optim.schedule in SCHEDULES,
         "optim.schedule",
-        f"unknown schedule '{optim.schedule}'",
+        f"unknown schedule '{optim.schedule}', choose from {sorted(SCHEDULES)}",
+    )
+    _check(optim.clip_norm >= 0, "optim.clip_norm", f"must be >= 0, got {optim.clip_norm}")
+    _check(
+        train.grad_accum_steps >= 1 and train.batch_size % train.grad_accum_steps == 0,
+        "train.grad_accum_steps",
+        f"must be >= 1 and divide train.batch_size {train.batch_size}, "
+        f"got {train.grad_accum_steps}",
+    )
+    _check(
+        0.0 <= train.ema_decay < 1.0, "train.ema_decay", f"must be in [0, 1), got {train.ema_decay}"
+    )
+    _check(
+        not config.eval.use_ema or train.ema_decay > 0,
+        "eval.use_ema",
+        "needs train.ema_decay > 0 (no moving average is kept)",
     )
     _check(optim.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
     epochs = tuple(optim.decay_epochs)
@@ -187,4 +209,22 @@ def validate(config: ml_collections.ConfigDict) -> None:
         "needs one size per name in mesh.axis_names",
     )
     _check("data" in config.mesh.axis_names, "mesh.axis_names", "must include 'data'")
+    for index, rule in enumerate(config.init_from_rules):
+        _check(
+            len(rule) == 2 and all(isinstance(part, str) for part in rule),
+            "init_from_rules",
+            f"rule {index} must be a (regex, replacement) pair of strings, got {rule!r}",
+        )
+        try:
+            re.compile(rule[0])
+        except re.error as error:
+            raise ConfigError(
+                "init_from_rules", f"rule {index}: bad regex {rule[0]!r}: {error}"
+            ) from None
+    if config.eval.select_metric:
+        _check(
+            "/" in config.eval.select_metric,
+            "eval.select_metric",
+            f"must be a path such as 'sum/R1', got '{config.eval.select_metric}'",
+        )
     _check("distributed" in config.mesh, "mesh.distributed", "missing (bool: multi-host run)")

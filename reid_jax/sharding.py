@@ -71,6 +71,15 @@ def make_mesh(mesh_config: Mapping[str, Any] | Any, devices: Sequence[Any] | Non
         )
     devices = list(jax.devices() if devices is None else devices)
     sizes = resolve_axis_sizes(mesh_config["axis_sizes"], len(devices))
+    for name, size in zip(names, sizes, strict=True):
+        if name != DATA_AXIS and size > 1:
+            # No rule shards anything over other axes yet (state replicated, batch on 'data'):
+            # their devices would only repeat each other's work.
+            raise ValueError(
+                f"config.mesh.axis_names: axis '{name}' of size {size} is used by no sharding "
+                f"rule (parameters are replicated, batches split on '{DATA_AXIS}' only), so its "
+                f"devices would repeat the same work; remove it or give it size 1"
+            )
     return Mesh(np.asarray(devices, dtype=object).reshape(sizes), names)
 
 

@@ -42,8 +42,8 @@ def test_default_mesh_uses_every_device_on_data():
 
 
 def test_explicit_axes_and_device_subset():
-    mesh = sharding.make_mesh(_mesh_config(("data", "model"), (-1, 2)))
-    assert dict(mesh.shape) == {"data": 4, "model": 2}
+    mesh = sharding.make_mesh(_mesh_config(("data", "model"), (-1, 1)))
+    assert dict(mesh.shape) == {"data": 8, "model": 1}
     single = sharding.make_mesh(_mesh_config(), devices=jax.devices()[:1])
     assert single.shape["data"] == 1
 
@@ -55,8 +55,14 @@ def test_mesh_config_errors_name_field():
         sharding.make_mesh(_mesh_config(("data", "model"), (-1,)))
 
 
+def test_unused_axis_larger_than_one_is_rejected():
+    # No sharding rule uses 'model': its 2 devices would repeat each other's work.
+    with pytest.raises(ValueError, match="axis 'model' of size 2 is used by no sharding rule"):
+        sharding.make_mesh(_mesh_config(("data", "model"), (-1, 2)))
+
+
 def test_shardings():
-    mesh = sharding.make_mesh(_mesh_config(("data", "model"), (4, 2)))
+    mesh = sharding.make_mesh(_mesh_config(("data", "model"), (8, 1)))
     assert sharding.replicated(mesh).spec == P()
     assert sharding.batch_sharding(mesh).spec == P("data")
 

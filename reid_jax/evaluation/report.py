@@ -158,6 +158,20 @@ def format_metrics_table(metrics: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def print_results(title: str, metrics: dict[str, dict[str, float]]) -> None:
+    """Prints a run's result table to stdout: the title line, then `format_metrics_table`.
+
+    Every task reports its evaluation this way (process 0 only), so runs of different methods
+    read alike and the table is in the output even when logs go elsewhere.
+
+    Args:
+      title: one line naming the protocol and sizes, e.g. 'text->image retrieval, 718 queries
+        x 359 images (chance R@1 1.02%):'.
+      metrics: {row name: {metric name: value}}.
+    """
+    print(f"{title}\n{format_metrics_table(metrics)}", flush=True)
+
+
 def _write_json(path: str, obj) -> None:
     clean = {
         k: {m: (None if math.isnan(v) else v) for m, v in row.items()} for k, row in obj.items()

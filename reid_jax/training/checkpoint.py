@@ -4,6 +4,11 @@ Each step folder is an orbax Composite with two items:
   state: the TrainState pytree (StandardSave / StandardRestore into sharded abstract targets);
   data:  the grain iterator state, one JSON file per process, so that a resumed run sees
          exactly the batches the uninterrupted run would have seen.
+`workdir/best/<step>/state` holds the model variables (params, batch_stats, ema_params) of the
+best evaluation so far (`eval.select_metric`); orbax writes it under a temporary name and
+renames it, and the previous best is deleted only after the new one is complete.
+`restore_variables` reads the model variables of either kind of step folder without building
+the model or the optimizer (evaluation, `config.init_from`).
 """
 
 from __future__ import annotations
@@ -14,10 +19,14 @@ from typing import Any
 
 import grain.checkpoint
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import Sharding
 
 CHECKPOINT_DIR = "checkpoints"
+BEST_DIR = "best"
+STATE_ITEM = "state"
+VARIABLE_FIELDS = ("params", "batch_stats", "ema_params")
 
 
 def make_checkpoint_manager(
@@ -105,3 +114,80 @@ def restore_checkpoint(
         items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = manager.restore(step, args=ocp.args.Composite(**items))
     return restored["state"]
+
+
+def make_best_manager(workdir: str | os.PathLike) -> ocp.CheckpointManager:
+    """Manager of workdir/best: one step folder, the best evaluation's model variables."""
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=1, enable_async_checkpointing=False, create=True
+    )
+    return ocp.CheckpointManager(
+        Path(workdir).absolute() / BEST_DIR,
+        options=options,
+        item_handlers={STATE_ITEM: ocp.StandardCheckpointHandler()},
+    )
+
+
+def save_best(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
+    """Writes the model variables of `state` as the new best (the old one goes afterwards)."""
+    variables = {name: getattr(state, name) for name in VARIABLE_FIELDS}
+    manager.save(
+        step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(variables)}), force=True
+    )
+    manager.wait_until_finished()
+
+
+def is_step_folder(path: str | os.PathLike) -> bool:
+    """Whether `path` is a finished checkpoint step folder (an integer name with a state item)."""
+    path = Path(path)
+    return path.name.isdigit() and (path / STATE_ITEM).is_dir()
+
+
+def step_folders(folder: str | os.PathLike) -> list[Path]:
+    """Finished step folders directly under `folder`, by ascending step ([] if none)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    steps = [p for p in folder.iterdir() if is_step_folder(p)]
+    return sorted(steps, key=lambda p: int(p.name))
+
+
+def latest_step_folder(folder: str | os.PathLike) -> Path | None:
+    """The highest finished step folder under `folder`, or None."""
+    steps = step_folders(folder)
+    return steps[-1] if steps else None
+
+
+def restore_variables(step_folder: str | os.PathLike, sharding: Sharding | None = None) -> dict:
+    """Reads only the model variables of a checkpoint step folder (no optimizer state).
+
+    Works on training checkpoints (`checkpoints/<step>`) and on `best/<step>`.
+
+    Args:
+      step_folder: the step folder.
+      sharding: where to place the arrays; None returns NumPy arrays on the host.
+
+    Returns:
+      {'params': ..., 'batch_stats': ..., 'ema_params': ...} with the fields the checkpoint
+      has ({} for an empty collection).
+    """
+    path = Path(step_folder).absolute() / STATE_ITEM
+    checkpointer = ocp.PyTreeCheckpointer()
+    tree = checkpointer.metadata(path).item_metadata.tree
+    wanted = {name: tree[name] for name in VARIABLE_FIELDS if name in tree}
+
+    def restore_arg(meta):
+        if sharding is None:
+            return ocp.RestoreArgs(restore_type=np.ndarray)
+        return ocp.ArrayRestoreArgs(sharding=sharding, global_shape=meta.shape, dtype=meta.dtype)
+
+    item = jax.tree.map(lambda meta: np.zeros(meta.shape, meta.dtype), wanted)
+    restored = checkpointer.restore(
+        path,
+        args=ocp.args.PyTreeRestore(
+            item=item,
+            restore_args=jax.tree.map(restore_arg, wanted),
+            partial_restore=True,
+        ),
+    )
+    return {name: restored.get(name, {}) for name in wanted}

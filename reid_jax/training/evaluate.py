@@ -1,115 +1,88 @@
-"""Evaluation drivers: sharded feature extraction for tasks, and checkpoint evaluation.
+"""Evaluate a run folder's checkpoint (`reid-jax evaluate --workdir RUN`).
 
-`extract_features` runs a jitted encoder over padded, masked batches with the batch split on
-'data' and returns host arrays of the valid rows. `evaluate_checkpoint(config, workdir)`
-restores the latest checkpoint of a run and runs its task's evaluation (`reid-jax evaluate`).
+Builds only what evaluation needs: the config comes from the run's config.json (unless one is
+given), the model's data-dependent sizes from data_info.json, and only the model variables are
+read from the checkpoint (no optimizer, no training pipeline, no vocabulary rebuild).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import jax
-import numpy as np
 
 from reid_jax import config_lib, sharding
-from reid_jax.training import checkpoint, loop
+from reid_jax.training import checkpoint, loop, run_folder
+from reid_jax.training.state import eval_variables
 
 
-def make_sharded_encoder(
-    encode: Callable[[Any, dict[str, jax.Array]], Any], mesh: jax.sharding.Mesh
-) -> Callable:
-    """Jits `encode(variables, batch)` with variables replicated and the batch split on 'data'.
-
-    Args:
-      encode: pure function of (variables, batch dict) -> pytree of [b, ...] arrays.
-      mesh: the device mesh.
-
-    Returns:
-      The jitted function; outputs are replicated (readable on every process).
-    """
-    replicated = sharding.replicated(mesh)
-    return jax.jit(
-        encode, in_shardings=(replicated, sharding.batch_sharding(mesh)), out_shardings=replicated
-    )
+class NoCheckpointError(FileNotFoundError):
+    """The run folder has no checkpoint to evaluate."""
 
 
-def _process_slice(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """This process's contiguous share of a full (global) host batch."""
-    index, count = jax.process_index(), jax.process_count()
-    size = len(next(iter(batch.values())))
-    if size % count:
-        raise ValueError(f"eval batch of {size} rows does not split over {count} processes")
-    share = size // count
-    return {k: np.asarray(v)[index * share : (index + 1) * share] for k, v in batch.items()}
-
-
-def extract_features(
-    encoder: Callable,
-    variables: Any,
-    batches: Iterable[Mapping[str, np.ndarray]],
-    mesh: jax.sharding.Mesh,
-) -> Any:
-    """Encodes padded batches and keeps the valid rows.
-
-    Every batch is a full global batch (identical on every process) with a bool 'mask'
-    [b] (False on padding rows); b must be divisible by the data-parallel size. Results stay
-    on the device until the end, so there is one device->host transfer in total.
+def checkpoint_to_evaluate(workdir: Path, *, step: int | None, best: bool) -> Path:
+    """The step folder `reid-jax evaluate` reads.
 
     Args:
-      encoder: from `make_sharded_encoder`.
-      variables: model variables (replicated).
-      batches: iterable of dicts of host arrays, each with 'mask'.
-      mesh: the device mesh.
+      workdir: the run folder.
+      step: a checkpoint step, or None for the latest.
+      best: take the best evaluation's checkpoint (workdir/best) instead.
 
-    Returns:
-      The encoder's output pytree, each leaf a host array [N_valid, ...].
+    Raises:
+      NoCheckpointError: with one line naming the folder.
     """
-    outputs, masks = [], []
-    shards = sharding.data_parallel_size(mesh)
-    for batch in batches:
-        batch = dict(batch)
-        if len(batch["mask"]) % shards:
-            raise ValueError(
-                f"config.eval.batch_size: {len(batch['mask'])} rows do not split over the "
-                f"{shards} data shards"
-            )
-        masks.append(np.asarray(batch.pop("mask"), bool))
-        outputs.append(
-            encoder(variables, sharding.host_batch_to_global(_process_slice(batch), mesh))
-        )
-    if not outputs:
-        raise ValueError("extract_features: no batches")
-    outputs = jax.device_get(outputs)
-    mask = np.concatenate(masks)
-    return jax.tree.map(lambda *leaves: np.concatenate(leaves)[mask], *outputs)
+    folder = workdir / (checkpoint.BEST_DIR if best else checkpoint.CHECKPOINT_DIR)
+    steps = checkpoint.step_folders(folder)
+    if step is not None:
+        steps = [p for p in steps if int(p.name) == step]
+    if not steps:
+        which = f"step {step}" if step is not None else ("best" if best else "any")
+        raise NoCheckpointError(f"{folder}: no checkpoint ({which}) to evaluate")
+    return steps[-1]
 
 
 def evaluate_checkpoint(
-    config: Any, workdir: str | os.PathLike, *, step: int | None = None, task: Any = None
+    workdir: str | os.PathLike,
+    config: Any | None = None,
+    *,
+    step: int | None = None,
+    best: bool = False,
+    task: Any = None,
 ) -> dict[str, Any]:
-    """Restores a run's checkpoint and runs its task's evaluation (files under workdir/eval).
+    """Restores a run's model variables and runs its task's evaluation (files under eval/).
 
     Args:
-      config: the run's config (as trained; the model must match the checkpoint).
-      workdir: run folder with checkpoints/.
+      workdir: run folder with checkpoints/ (and config.json, data_info.json).
+      config: the config to use; the run's config.json when None.
       step: checkpoint step; the latest when None.
+      best: evaluate workdir/best (the best evaluation so far) instead.
       task: task module; `TASKS[config.task]` when None.
 
     Returns:
       The task's metrics dict.
 
     Raises:
-      FileNotFoundError: the workdir has no checkpoint.
+      NoCheckpointError: the folder has no such checkpoint (nothing is written).
+      FileNotFoundError: no config given and the folder has no config.json.
     """
+    workdir = Path(workdir)
+    folder = checkpoint_to_evaluate(workdir, step=step, best=best)
+    config = run_folder.load_config(workdir) if config is None else config
     config_lib.validate(config)
-    setup = loop.setup_run(config, workdir, task)
-    manager = checkpoint.make_checkpoint_manager(workdir, config.checkpoint, with_data=False)
-    try:
-        step = manager.latest_step() if step is None else step
-        state = checkpoint.restore_checkpoint(manager, setup.target, None, step)
-    finally:
-        manager.close()
-    return loop.run_evaluation(setup, state, config, workdir, int(step))
+    task = loop.resolve_task(config) if task is None else task
+    mesh = sharding.make_mesh(config.mesh)
+    loop.check_batch_sizes(config, mesh)
+    info = run_folder.load_data_info(workdir)
+    if info is None:  # runs from before data_info.json: the data facts come from the loader
+        _, info = task.make_train_data(
+            config, workdir, shard_index=jax.process_index(), shard_count=jax.process_count()
+        )
+    model = task.create_model(config, info)
+    saved = checkpoint.restore_variables(folder, sharding.replicated(mesh))
+    variables = eval_variables(saved, use_ema=config.eval.use_ema)
+    metrics, _ = loop.run_evaluation(
+        task, model, variables, config, workdir, int(folder.name), mesh=mesh, info=info
+    )
+    return metrics

@@ -13,6 +13,9 @@
     (to 0 at the last step) or 'exp' (constant until epoch decay_epochs[0], then geometric
     per-epoch decay reaching decay_factor in the last epoch, alignedreid §6.2); warmup_steps
     of linear warm-up multiply any of them.
+  clip_norm: > 0 clips the gradient to this global norm before the update (0 = off).
+Optimizers and schedules are registered in `OPTIMIZERS` and `SCHEDULES`, the only place that
+names them (`config_lib.validate` checks names against them).
 """
 
 from __future__ import annotations
@@ -89,6 +92,40 @@ def _exp_schedule(optim_config: Any, *, steps_per_epoch: int, total_steps: int) 
     return schedule
 
 
+def _constant_schedule(optim_config: Any, *, steps_per_epoch: int, total_steps: int) -> Schedule:
+    del optim_config, steps_per_epoch, total_steps
+    return optax.constant_schedule(1.0)
+
+
+def _step_schedule(optim_config: Any, *, steps_per_epoch: int, total_steps: int) -> Schedule:
+    """x decay_factor from the first step of each epoch in decay_epochs (ssan §4: 20, 40)."""
+    del total_steps
+    boundaries = {
+        int(e) * steps_per_epoch: float(optim_config.decay_factor)
+        for e in optim_config.decay_epochs
+    }
+    return optax.piecewise_constant_schedule(1.0, boundaries)
+
+
+def _cosine_schedule(optim_config: Any, *, steps_per_epoch: int, total_steps: int) -> Schedule:
+    """Cosine to 0 at the last step, starting after the warm-up."""
+    del steps_per_epoch
+    warmup = int(optim_config.warmup_steps)
+    base = optax.cosine_decay_schedule(1.0, max(total_steps - warmup, 1))
+    if warmup:
+        base = optax.join_schedules([optax.constant_schedule(1.0), base], [warmup])
+    return base
+
+
+# The one place that names schedules: adding one is a function and an entry here.
+SCHEDULES: dict[str, Callable[..., Schedule]] = {
+    "constant": _constant_schedule,
+    "step": _step_schedule,
+    "cosine": _cosine_schedule,
+    "exp": _exp_schedule,
+}
+
+
 def make_schedule(optim_config: Any, *, steps_per_epoch: int, total_steps: int) -> Schedule:
     """The lr multiplier shared by all groups, as a function of the optimizer step.
 
@@ -100,25 +137,14 @@ def make_schedule(optim_config: Any, *, steps_per_epoch: int, total_steps: int) 
     Returns:
       schedule(step) -> [] float32 multiplier (1.0 at the base lr).
     """
-    kind = optim_config.schedule
-    if kind == "constant":
-        base = optax.constant_schedule(1.0)
-    elif kind == "step":
-        # ssan §4: epoch-level decay, lr x0.1 from the first step of epochs 20 and 40.
-        boundaries = {
-            int(e) * steps_per_epoch: float(optim_config.decay_factor)
-            for e in optim_config.decay_epochs
-        }
-        base = optax.piecewise_constant_schedule(1.0, boundaries)
-    elif kind == "cosine":
-        warmup = int(optim_config.warmup_steps)
-        base = optax.cosine_decay_schedule(1.0, max(total_steps - warmup, 1))
-        if warmup:
-            base = optax.join_schedules([optax.constant_schedule(1.0), base], [warmup])
-    elif kind == "exp":
-        base = _exp_schedule(optim_config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
-    else:
-        raise ValueError(f"config.optim.schedule: unknown schedule '{kind}'")
+    if optim_config.schedule not in SCHEDULES:
+        raise ValueError(
+            f"config.optim.schedule: unknown schedule '{optim_config.schedule}', choose from "
+            f"{sorted(SCHEDULES)}"
+        )
+    base = SCHEDULES[optim_config.schedule](
+        optim_config, steps_per_epoch=steps_per_epoch, total_steps=total_steps
+    )
     warmup_steps = int(optim_config.warmup_steps)
     if not warmup_steps:
         return base
@@ -130,22 +156,29 @@ def make_schedule(optim_config: Any, *, steps_per_epoch: int, total_steps: int) 
     return warmed
 
 
-def _group_transform(
-    optim_config: Any, lr_schedule: Schedule, decay: bool
-) -> optax.GradientTransformation:
-    weight_decay = float(optim_config.weight_decay) if decay else 0.0
+def _adam(optim_config: Any, lr: Schedule, weight_decay: float) -> optax.GradientTransformation:
+    """Adam; weight decay is coupled L2 added to the gradient (AlignedReID, alignedreid §6.1)."""
     moments = dict(b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps)
-    if optim_config.name == "adam":
-        if weight_decay:
-            return optax.chain(
-                optax.add_decayed_weights(weight_decay),
-                optax.scale_by_adam(**moments),
-                optax.scale_by_learning_rate(lr_schedule),
-            )
-        return optax.adam(lr_schedule, **moments)
-    if optim_config.name == "adamw":
-        return optax.adamw(lr_schedule, weight_decay=weight_decay, **moments)
-    raise ValueError(f"config.optim.name: unknown optimizer '{optim_config.name}'")
+    if weight_decay:
+        return optax.chain(
+            optax.add_decayed_weights(weight_decay),
+            optax.scale_by_adam(**moments),
+            optax.scale_by_learning_rate(lr),
+        )
+    return optax.adam(lr, **moments)
+
+
+def _adamw(optim_config: Any, lr: Schedule, weight_decay: float) -> optax.GradientTransformation:
+    """AdamW: decoupled decay scaled by the lr (APTM, aptm §5.1)."""
+    moments = dict(b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps)
+    return optax.adamw(lr, weight_decay=weight_decay, **moments)
+
+
+# The one place that names optimizers: (optim_config, lr schedule, weight decay) -> transform.
+OPTIMIZERS: dict[str, Callable[[Any, Schedule, float], optax.GradientTransformation]] = {
+    "adam": _adam,
+    "adamw": _adamw,
+}
 
 
 def make_optimizer(
@@ -168,9 +201,14 @@ def make_optimizer(
         group_lr = float(optim_config.lr) * float(optim_config.lr_multipliers[name])
         lr_schedule = lambda step, group_lr=group_lr: group_lr * schedule(step)
         decay = name not in tuple(optim_config.no_decay_groups)
-        transforms[name] = _group_transform(optim_config, lr_schedule, decay)
+        weight_decay = float(optim_config.weight_decay) if decay else 0.0
+        transforms[name] = OPTIMIZERS[optim_config.name](optim_config, lr_schedule, weight_decay)
     labels = param_group_labels(params, optim_config.groups)
-    return optax.multi_transform(transforms, labels)
+    optimizer = optax.multi_transform(transforms, labels)
+    if optim_config.clip_norm > 0:
+        # Clip the whole gradient by its global norm before any group sees it.
+        optimizer = optax.chain(optax.clip_by_global_norm(float(optim_config.clip_norm)), optimizer)
+    return optimizer
 
 
 def group_learning_rates(optim_config: Any, multiplier: float) -> dict[str, float]:

@@ -58,8 +58,7 @@ def make_train_data(config, workdir, *, shard_index, shard_count):
 
 
 def create_model(config, info):
-    del config
-    return ToyModel(info.num_classes)
+    return ToyModel(info.num_classes + config.model.head_extra)
 
 
 def init_variables(model, rng, config):
@@ -67,38 +66,26 @@ def init_variables(model, rng, config):
     return dict(model.init(rng, jnp.zeros((2, DIM)), train=False))
 
 
-def train_step(model, state, batch, key, *, tx, config, info):
+def loss_fn(model, params, batch_stats, batch, key, *, step, config, info):
     del info
     noise = 0.01 * jax.random.normal(key, batch["x"].shape)  # makes the key matter
-
-    def loss_fn(params):
-        logits, mutated = model.apply(
-            {"params": params, "batch_stats": state.batch_stats},
-            batch["x"] + noise,
-            train=True,
-            mutable=["batch_stats"],
-        )
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-        nan_from = config.loss.nan_from_step
-        loss = jnp.where((nan_from > 0) & (state.step + 1 >= nan_from), jnp.nan, loss)
-        return loss, mutated["batch_stats"]
-
-    (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(
-        step=state.step + 1,
-        params=optax.apply_updates(state.params, updates),
-        batch_stats=stats,
-        opt_state=opt_state,
+    logits, mutated = model.apply(
+        {"params": params, "batch_stats": batch_stats},
+        batch["x"] + noise,
+        train=True,
+        mutable=["batch_stats"],
     )
-    return new_state, {"loss": loss}
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+    nan_from = config.loss.nan_from_step
+    loss = jnp.where((nan_from > 0) & (step + 1 >= nan_from), jnp.nan, loss)
+    return loss, ({"loss": loss}, mutated["batch_stats"])
 
 
 def evaluate(model, variables, config, workdir, *, mesh, info):
     del config, workdir, mesh, info
     table = _Table(0)
     logits = model.apply(variables, table.x, train=False)
-    return {"accuracy": float(jnp.mean(jnp.argmax(logits, -1) == table.y))}
+    return {"toy": {"accuracy": float(jnp.mean(jnp.argmax(logits, -1) == table.y))}}
 
 
 def toy_config() -> ml_collections.ConfigDict:
@@ -107,8 +94,12 @@ def toy_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.task = "toy"
     config.seed = 3
+    config.init_from = ""
+    config.init_from_rules = ()
+    config.init_from_strict = False
     config.data = ml_collections.ConfigDict(dict(num_workers=0))
-    config.model = ml_collections.ConfigDict(dict(dtype="float32"))
+    # head_extra > 0 widens the classifier (a fine-tuning target with other classes).
+    config.model = ml_collections.ConfigDict(dict(dtype="float32", head_extra=0))
     config.loss = ml_collections.ConfigDict(dict(nan_from_step=0))
     config.optim = ml_collections.ConfigDict(
         dict(
@@ -125,12 +116,22 @@ def toy_config() -> ml_collections.ConfigDict:
             decay_epochs=(1,),
             decay_factor=0.1,
             warmup_steps=0,
+            clip_norm=0.0,
         )
     )
     config.train = ml_collections.ConfigDict(
-        dict(batch_size=8, num_epochs=1, num_steps=12, log_every_steps=1)
+        dict(
+            batch_size=8,
+            num_epochs=1,
+            num_steps=12,
+            log_every_steps=1,
+            grad_accum_steps=1,
+            ema_decay=0.0,
+        )
     )
-    config.eval = ml_collections.ConfigDict(dict(every_epochs=1))
+    config.eval = ml_collections.ConfigDict(
+        dict(every_epochs=1, batch_size=8, select_metric="toy/accuracy", use_ema=False)
+    )
     config.mesh = ml_collections.ConfigDict(
         dict(axis_names=("data",), axis_sizes=(-1,), distributed=False)
     )

@@ -47,10 +47,20 @@ def test_run_writes_workdir(uninterrupted):
     assert record["epoch"] == 0 and record["lr/body"] == pytest.approx(1e-3)
     assert _metrics(workdir)[-2]["lr/rest"] == pytest.approx(1e-3)  # x0.1 from epoch 1
     evaluation = json.loads((workdir / "eval" / "metrics.json").read_text())
-    assert evaluation == {"step": 12, "metrics": result}
-    history = (workdir / "eval" / "history.jsonl").read_text().splitlines()
-    assert [json.loads(line)["step"] for line in history] == [8, 12]  # every epoch + end
+    assert evaluation["last"] == {"step": 12, "metrics": result}
+    history = [
+        json.loads(line) for line in (workdir / "eval" / "history.jsonl").read_text().splitlines()
+    ]
+    assert [record["step"] for record in history] == [8, 12]  # every epoch + end
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["12", "8"]
+    # best/ holds the evaluation with the highest toy/accuracy (the earlier one on ties).
+    accuracies = [record["metrics"]["toy"]["accuracy"] for record in history]
+    best_step = history[int(np.argmax(accuracies))]["step"]
+    assert evaluation["best"]["step"] == best_step
+    assert evaluation["best"]["value"] == max(accuracies)
+    assert [p.name for p in (workdir / "best").iterdir()] == [str(best_step)]
+    info = json.loads((workdir / "data_info.json").read_text())
+    assert info["num_classes"] == toy.NUM_CLASSES and info["steps_per_epoch"] == 8
 
 
 def test_resume_after_crash_replays_exactly(uninterrupted, tmp_path, monkeypatch):
@@ -79,6 +89,7 @@ def test_resume_after_crash_replays_exactly(uninterrupted, tmp_path, monkeypatch
         [got[s] for s in range(1, 13)], [want[s] for s in range(1, 13)], rtol=1e-6, atol=0
     )
     assert resumed == reference
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["last"]["step"] == 12
 
 
 def test_rerun_of_finished_run_does_not_train(uninterrupted):
@@ -92,15 +103,23 @@ def test_evaluate_checkpoint_restores_the_final_state(uninterrupted, tmp_path):
     workdir, reference = uninterrupted
     metrics_file = workdir / "eval" / "metrics.json"
     saved = metrics_file.read_text()
+    history_file = workdir / "eval" / "history.jsonl"
+    saved_history = history_file.read_text()
     try:
-        assert evaluate_lib.evaluate_checkpoint(toy.toy_config(), workdir, task=toy) == reference
-        assert json.loads(metrics_file.read_text())["step"] == 12
-        assert evaluate_lib.evaluate_checkpoint(toy.toy_config(), workdir, step=8, task=toy)
-        assert json.loads(metrics_file.read_text())["step"] == 8
+        # The config comes from the run's config.json.
+        assert evaluate_lib.evaluate_checkpoint(workdir, task=toy) == reference
+        assert json.loads(metrics_file.read_text())["last"]["step"] == 12
+        assert evaluate_lib.evaluate_checkpoint(workdir, step=8, task=toy)
+        records = [json.loads(line) for line in history_file.read_text().splitlines()]
+        assert [r["step"] for r in records[-2:]] == [12, 8]
+        best = json.loads(metrics_file.read_text())["best"]
+        assert evaluate_lib.evaluate_checkpoint(workdir, best=True, task=toy) == best["metrics"]
     finally:
         metrics_file.write_text(saved)
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        evaluate_lib.evaluate_checkpoint(toy.toy_config(), tmp_path, task=toy)
+        history_file.write_text(saved_history)
+    with pytest.raises(evaluate_lib.NoCheckpointError, match="no checkpoint"):
+        evaluate_lib.evaluate_checkpoint(tmp_path, toy.toy_config(), task=toy)
+    assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 def test_nan_stops_with_the_step(tmp_path):

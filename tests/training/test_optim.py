@@ -25,6 +25,7 @@ def _optim_config(**overrides):
             decay_epochs=(20, 40),
             decay_factor=0.1,
             warmup_steps=0,
+            clip_norm=0.0,
         )
     )
     config.update(overrides)

@@ -158,14 +158,6 @@ def test_chance_r1():
     assert ssan_eval.chance_r1(query_ids, gallery_ids) == pytest.approx(want)
 
 
-def test_embedded_folder_name_keeps_default_cache_shared():
-    data = _ssan_config(None).data
-    assert ssan.embedded_folder_name(data) == "embedded"
-    smoke = _ssan_config("smoke").data
-    name = ssan.embedded_folder_name(smoke)
-    assert name.startswith("embedded-") and name == ssan.embedded_folder_name(smoke)
-
-
 # ---------------------------------------------------------------- tiny model, tiny dataset
 
 

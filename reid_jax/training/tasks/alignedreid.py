@@ -22,22 +22,19 @@ from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from reid_jax import distances
-from reid_jax.data import pipeline, transforms
+from reid_jax.data import dataset_root, pipeline, transforms
 from reid_jax.data.records import CameraImage
 from reid_jax.losses import mutual, triplet
 from reid_jax.losses.classification import softmax_cross_entropy
 from reid_jax.models.alignedreid.model import AlignedReidModel
-from reid_jax.training.state import TrainState, apply_gradients
 from reid_jax.training.tasks.base import TrainDataInfo
 
 DATASETS = ("embedded", "market1501", "dukemtmc", "cuhk03_labeled", "cuhk03_detected", "msmt17")
@@ -78,47 +75,21 @@ class MutualAlignedReid(nn.Module):
         )
 
 
-def dataset_root(data_config: Any) -> Path:
-    """Folder handed to the dataset parser.
-
-    'embedded' with an empty `root` means `<$REID_JAX_DATA or ~/.cache/reid_jax>/embedded`;
-    the synthetic dataset is generated there on first use and its Market-1501 copy is read.
-
-    Args:
-      data_config: `config.data`.
-
-    Returns:
-      The dataset folder.
-    """
-    if data_config.dataset != "embedded":
-        return Path(data_config.root)
-    from reid_jax.data.synthetic import ensure_dataset  # lazy: generation code is large
-
-    root = data_config.root or os.path.join(
-        os.environ.get("REID_JAX_DATA") or os.path.expanduser("~/.cache/reid_jax"), "embedded"
-    )
-    path = ensure_dataset(
-        root,
-        seed=data_config.embedded_seed,
-        image_size=tuple(data_config.embedded_image_size),
-        **dict(data_config.embedded_sizes),
-    )
-    return Path(path) / "Market-1501"
-
-
-@functools.lru_cache(maxsize=4)
-def _load_records(dataset: str, root: str) -> tuple[CameraImage, ...]:
+def _parse_records(dataset: str, root: str) -> list[CameraImage]:
     from reid_jax.data.formats import cuhk03, dukemtmc, market1501, msmt17
 
     if dataset in ("embedded", "market1501"):
-        return tuple(market1501.load_market1501(root))
+        return market1501.load_market1501(root)
     if dataset == "dukemtmc":
-        return tuple(dukemtmc.load_dukemtmc(root))
+        return dukemtmc.load_dukemtmc(root)
     if dataset.startswith("cuhk03_"):
-        return tuple(cuhk03.load_cuhk03(root, variant=dataset.removeprefix("cuhk03_")))
+        return cuhk03.load_cuhk03(root, variant=dataset.removeprefix("cuhk03_"))
     if dataset == "msmt17":
-        return tuple(msmt17.load_msmt17(root))
+        return msmt17.load_msmt17(root)
     raise ValueError(f"config.data.dataset: unknown dataset '{dataset}', choose from {DATASETS}")
+
+
+_load_records = dataset_root.cached_loader(_parse_records)
 
 
 def load_split(data_config: Any, split: str) -> list[CameraImage]:
@@ -126,8 +97,9 @@ def load_split(data_config: Any, split: str) -> list[CameraImage]:
 
     The gallery still holds Market-1501's -1 junk images; the evaluation protocol drops them.
     """
-    records = _load_records(data_config.dataset, str(dataset_root(data_config)))
-    return [r for r in records if r.split == split]
+    return dataset_root.split_records(
+        data_config, split, embedded_part="Market-1501", load=_load_records
+    )
 
 
 def train_labels(records: list[CameraImage]) -> np.ndarray:
@@ -347,49 +319,62 @@ def loss_terms(
     return metrics
 
 
-def train_step(
+def loss_fn(
     model: nn.Module,
-    state: TrainState,
+    params: Any,
+    batch_stats: Any,
     batch: dict[str, jax.Array],
     key: jax.Array,
     *,
-    tx: optax.GradientTransformation,
+    step: jax.Array,
     config: Any,
     info: TrainDataInfo,
-) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One update of all M models on a global PK batch (pure; the loop jits and shards it).
+) -> tuple[jax.Array, tuple[dict[str, jax.Array], Any]]:
+    """Sum of the M models' objectives on one PK (micro-)batch; `training.step` applies it.
+
+    Adam and coupled L2 act element-wise, so one optimizer over the joint tree acts as one
+    optimizer per model.
 
     Args:
       model: the MutualAlignedReid module.
-      state: current TrainState (params and batch_stats of every `model_i`).
+      params: parameters of every `model_i`.
+      batch_stats: their BatchNorm statistics.
       batch: image [B, H, W, 3] float32, label [B] int32.
-      key: step key (unused: the step is deterministic given the batch).
-      tx: the optimizer (element-wise, so it acts as one optimizer per model).
+      key: unused (the objective is deterministic given the batch).
+      step: unused.
       config: the config (`config.loss`, `config.model.normalize_features`).
-      info: data facts (unused).
+      info: unused.
 
     Returns:
-      (new state, metrics from `loss_terms`).
+      (loss, (metrics from `loss_terms`, updated batch_stats)).
     """
-    del key, info
+    del key, step, info
+    outputs, mutated = model.apply(
+        {"params": params, "batch_stats": batch_stats},
+        batch["image"],
+        train=True,
+        mutable=["batch_stats"],
+    )
+    terms = loss_terms(
+        outputs,
+        batch["label"],
+        loss_config=config.loss,
+        normalize=bool(config.model.normalize_features),
+    )
+    return terms["loss"], (terms, mutated["batch_stats"])
 
-    def loss_fn(params):
-        outputs, mutated = model.apply(
-            {"params": params, "batch_stats": state.batch_stats},
-            batch["image"],
-            train=True,
-            mutable=["batch_stats"],
-        )
-        terms = loss_terms(
-            outputs,
-            batch["label"],
-            loss_config=config.loss,
-            normalize=bool(config.model.normalize_features),
-        )
-        return terms["loss"], (terms, mutated["batch_stats"])
 
-    grads, (terms, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-    return apply_gradients(state, grads, batch_stats, tx), terms
+def selectable_metrics(config: Any) -> set[str]:
+    """Metric paths `evaluate` reports, for `eval.select_metric` (e.g. 'model_0/global/mAP')."""
+    kinds = list(config.eval.distances)
+    if config.eval.rerank:
+        kinds += [f"{kind}_rerank" for kind in kinds]
+    return {
+        f"model_{i}/{kind}/{name}"
+        for i in range(config.model.num_models)
+        for kind in kinds
+        for name in ("R1", "R5", "R10", "mAP")
+    }
 
 
 def evaluate(

@@ -29,7 +29,7 @@ import numpy as np
 from reid_jax import distances, sharding
 from reid_jax.data import pipeline, transforms
 from reid_jax.data.records import CameraImage
-from reid_jax.training import evaluate as evaluate_lib
+from reid_jax.evaluation import extract
 
 KINDS = ("global", "local", "global_local")
 # Test-time normalisation floor (alignedreid §3.3: norm + float32 machine epsilon).
@@ -51,7 +51,7 @@ def _encoder(model: nn.Module, mesh: jax.sharding.Mesh, normalize: bool):
             feats.append({"global": g, "local": local})
         return tuple(feats)
 
-    return evaluate_lib.make_sharded_encoder(encode, mesh)
+    return extract.make_sharded_encoder(encode, mesh)
 
 
 def extract_features(
@@ -82,7 +82,7 @@ def extract_features(
         transform=transforms.alignedreid_test_transform,
     )
     encoder = _encoder(model, mesh, bool(config.model.normalize_features))
-    return evaluate_lib.extract_features(encoder, variables, batches, mesh)
+    return extract.extract_features(encoder, variables, batches, mesh)
 
 
 _squared_euclidean = jax.jit(functools.partial(distances.pairwise_euclidean, squared=True))
@@ -214,6 +214,25 @@ def _write_rank_lists(out_dir: Path, protocol: Any, dist: np.ndarray, eval_confi
     )
 
 
+def _save_features(path: Path, protocol: Any, feats: dict[str, np.ndarray], num_q: int) -> None:
+    """model_0's global and local features for `reid-jax evaluate --features` (euclidean
+    levels; the report's 'sum' variant is the global + local distance, alignedreid §7.2)."""
+    from reid_jax.evaluation import features_file
+
+    features_file.save_features(
+        str(path),
+        query_features={k: v[:num_q] for k, v in feats.items()},
+        gallery_features={k: v[num_q:] for k, v in feats.items()},
+        query_ids=protocol.query_ids,
+        gallery_ids=protocol.gallery_ids,
+        query_cams=protocol.query_cams,
+        gallery_cams=protocol.gallery_cams,
+        query_paths=protocol.query_paths,
+        gallery_paths=protocol.gallery_paths,
+        similarity_kind="euclidean",
+    )
+
+
 def evaluate(
     model: nn.Module,
     variables: dict[str, Any],
@@ -239,7 +258,7 @@ def evaluate(
        'num_queries': Q, 'num_gallery': G}.
     """
     from reid_jax.evaluation.protocols import camera_protocol
-    from reid_jax.evaluation.report import format_metrics_table
+    from reid_jax.evaluation.report import print_results
 
     protocol = camera_protocol(query, gallery)
     num_q = len(protocol.query_ids)
@@ -263,13 +282,14 @@ def evaluate(
     results["num_queries"], results["num_gallery"] = num_q, len(protocol.gallery_ids)
     if jax.process_index() == 0:
         for i in range(len(per_model)):
-            table = format_metrics_table(results[f"model_{i}"])
-            message = (
-                f"AlignedReID model_{i} on {config.data.dataset}: {num_q} queries x "
-                f"{results['num_gallery']} gallery images, chance R1 "
-                f"{results['chance_R1']:.2f}%, mAP={config.eval.ap_mode}\n{table}"
+            print_results(
+                f"image re-id, AlignedReID model_{i} on {config.data.dataset}: {num_q} queries "
+                f"x {results['num_gallery']} images (chance R1 {results['chance_R1']:.2f}%, "
+                f"mAP {config.eval.ap_mode}):",
+                results[f"model_{i}"],
             )
-            print(message, flush=True)  # stdout: the run's result table, once per model
+        if config.eval.save_features:
+            _save_features(Path(workdir) / "eval" / "features.npz", protocol, per_model[0], num_q)
         if rank_dist is not None and config.eval.rank_list_queries > 0:
             _write_rank_lists(Path(workdir) / "eval", protocol, rank_dist, config.eval)
     return results

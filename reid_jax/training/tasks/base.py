@@ -8,15 +8,22 @@ Call order in a run:
   1. `make_train_data(config, workdir, shard_index=, shard_count=)` -> (loader, TrainDataInfo)
   2. `create_model(config, info)` -> flax module
   3. `init_variables(model, rng, config)` -> {'params', 'batch_stats'?} (jitted by the loop)
-  4. `train_step(model, state, batch, key, tx=, config=, info=)` -> (state, metrics)
-     pure and NOT jitted: the loop jits it with the state replicated, the batch split on
-     'data' and the state donated. `key` is already `fold_in(root, state.step)`; the task
-     splits it by purpose. `metrics` are [] float32 scalars, averaged per log interval.
+  4. `loss_fn(model, params, batch_stats, batch, key, *, step, config, info)`
+     -> (loss, (metrics, new batch_stats)): the objective of one (micro-)batch, pure. The
+     shared skeleton `training/step.py` differentiates it (with gradient accumulation),
+     applies the optimizer and the moving average; the loop jits the whole step with the
+     state replicated, the batch split on 'data' and the state donated. `key` is already
+     `fold_in(root, state.step)`; the task splits it by purpose. `metrics` are [] float32
+     scalars, averaged per log interval.
+     A task whose update is not one gradient step (e.g. an adversary with its own optimizer)
+     defines `train_step(model, state, batch, key, tx=, config=, info=)` -> (state, metrics)
+     instead, and the loop calls that.
   5. `evaluate(model, variables, config, workdir, mesh=, info=)` -> nested metrics dict
      (all processes call it; only process 0 may write files, under workdir/eval/).
 
 Optional: `compiler_options(config)` -> dict of XLA options for the jitted train step, or None
-(SSAN uses it so that rematerialisation saves memory on XLA:CPU).
+(SSAN uses it so that rematerialisation saves memory on XLA:CPU); `selectable_metrics(config)`
+-> the metric paths `evaluate` reports, so a wrong `eval.select_metric` fails before training.
 """
 
 from __future__ import annotations
@@ -28,10 +35,7 @@ from typing import Any, Protocol
 
 import flax.linen as nn
 import jax
-import optax
 from jax.sharding import Mesh
-
-from reid_jax.training.state import TrainState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,18 +69,19 @@ class Task(Protocol):
     def init_variables(self, model: nn.Module, rng: jax.Array, config: Any) -> dict[str, Any]:
         """Initialises the model variables from dummy inputs of the configured shapes."""
 
-    def train_step(
+    def loss_fn(
         self,
         model: nn.Module,
-        state: TrainState,
+        params: Any,
+        batch_stats: Any,
         batch: dict[str, jax.Array],
         key: jax.Array,
         *,
-        tx: optax.GradientTransformation,
+        step: jax.Array,
         config: Any,
         info: TrainDataInfo,
-    ) -> tuple[TrainState, dict[str, jax.Array]]:
-        """One optimizer update; returns the new state and scalar metrics."""
+    ) -> tuple[jax.Array, tuple[dict[str, jax.Array], Any]]:
+        """The objective of one (micro-)batch: (loss, (metrics, new batch_stats))."""
 
     def evaluate(
         self,

@@ -12,9 +12,6 @@ Evaluation (ssan §5) lives in `ssan_eval.py`.
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -22,10 +19,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from reid_jax import config_lib
-from reid_jax.data import pipeline
+from reid_jax.data import dataset_root, pipeline
 from reid_jax.data.records import CaptionedImage
 from reid_jax.data.ssan_examples import (
     build_ssan_vocabulary_from_records,
@@ -36,7 +32,6 @@ from reid_jax.losses.classification import part_identity_loss, softmax_cross_ent
 from reid_jax.losses.ranking import compound_ranking_loss
 from reid_jax.models.ssan.model import REMAT_POLICIES, SsanModel
 from reid_jax.text.vocab import Vocabulary
-from reid_jax.training.state import TrainState, apply_gradients
 from reid_jax.training.tasks import ssan_eval
 from reid_jax.training.tasks.base import TrainDataInfo
 from reid_jax.training.tasks.ssan_eval import LEVELS
@@ -44,62 +39,22 @@ from reid_jax.training.tasks.ssan_eval import LEVELS
 VOCAB_FILE = "vocab.json"
 
 
-def embedded_folder_name(data_config: Any) -> str:
-    """Cache folder of the embedded dataset: 'embedded' for the shared default generation,
-    'embedded-<hash>' for other options (a smoke-sized copy must not replace the shared one).
-    """
-    options = {
-        "seed": int(data_config.embedded_seed),
-        "image_size": [int(v) for v in data_config.embedded_image_size],
-        **{k: v for k, v in data_config.embedded_sizes.items()},
-    }
-    if options == {"seed": 0, "image_size": [128, 64]}:
-        return "embedded"
-    digest = hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:10]
-    return f"embedded-{digest}"
-
-
-def dataset_root(data_config: Any) -> Path:
-    """Folder holding the dataset's annotation file and imgs/.
-
-    For 'embedded' an empty `root` means `<$REID_JAX_DATA or ~/.cache/reid_jax>/<name>`
-    (`embedded_folder_name`); the synthetic dataset is generated there on first use and its
-    CUHK-PEDES-format copy is read.
-
-    Args:
-      data_config: `config.data`.
-
-    Returns:
-      The dataset root for the format parser.
-    """
-    if data_config.dataset != "embedded":
-        return Path(data_config.root)
-    from reid_jax.data.synthetic import ensure_dataset  # lazy: generation code is large
-
-    cache = os.environ.get("REID_JAX_DATA") or os.path.expanduser("~/.cache/reid_jax")
-    root = data_config.root or os.path.join(cache, embedded_folder_name(data_config))
-    path = ensure_dataset(
-        root,
-        seed=data_config.embedded_seed,
-        image_size=tuple(data_config.embedded_image_size),
-        **dict(data_config.embedded_sizes),
-    )
-    return Path(path) / "CUHK-PEDES"
-
-
-@functools.lru_cache(maxsize=4)
-def _load_records(dataset: str, root: str) -> tuple[CaptionedImage, ...]:
+def _parse_records(dataset: str, root: str) -> list[CaptionedImage]:
     from reid_jax.data.formats.cuhk_pedes import load_cuhk_pedes
     from reid_jax.data.formats.icfg_pedes import load_icfg_pedes
 
     loader = load_icfg_pedes if dataset == "icfg_pedes" else load_cuhk_pedes
-    return tuple(loader(root))
+    return loader(root)
+
+
+_load_records = dataset_root.cached_loader(_parse_records)
 
 
 def load_split(data_config: Any, split: str) -> list[CaptionedImage]:
     """Records of one split ('train' or 'test') of the configured dataset (cached)."""
-    records = _load_records(data_config.dataset, str(dataset_root(data_config)))
-    return [r for r in records if r.split == split]
+    return dataset_root.split_records(
+        data_config, split, embedded_part="CUHK-PEDES", load=_load_records
+    )
 
 
 def load_vocabulary(config: Any, workdir: str | os.PathLike) -> Vocabulary:
@@ -273,53 +228,60 @@ def loss_terms(
     return terms
 
 
-def train_step(
+def loss_fn(
     model: nn.Module,
-    state: TrainState,
+    params: Any,
+    batch_stats: Any,
     batch: dict[str, jax.Array],
     key: jax.Array,
     *,
-    tx: optax.GradientTransformation,
+    step: jax.Array,
     config: Any,
     info: TrainDataInfo,
-) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One SSAN update on a global batch (pure; the loop jits and shards it).
+) -> tuple[jax.Array, tuple[dict[str, jax.Array], Any]]:
+    """SSAN objective of one (micro-)batch; `training.step` differentiates and applies it.
 
     Args:
       model: the SsanModel.
-      state: current TrainState.
+      params: its parameters.
+      batch_stats: BatchNorm statistics.
       batch: image [B, H, W, 3] float32, label [B], caption / partner_caption [B, T],
         length / partner_length [B].
       key: step key (split into dropout and mining keys).
-      tx: the optimizer.
+      step: [] int32 optimizer step (the epoch of the adaptive margin).
       config: the config (`config.loss`).
       info: data facts (steps_per_epoch).
 
     Returns:
-      (new state, metrics from `loss_terms`).
+      (loss, (metrics from `loss_terms`, updated batch_stats)).
     """
     dropout_key, mining_key = jax.random.split(key)
-    epoch = state.step // info.steps_per_epoch
+    outputs, mutated = model.apply(
+        {"params": params, "batch_stats": batch_stats},
+        batch["image"],
+        batch["caption"],
+        batch["length"],
+        batch["partner_caption"],
+        batch["partner_length"],
+        train=True,
+        rngs={"dropout": dropout_key},
+        mutable=["batch_stats"],
+    )
+    terms = loss_terms(
+        outputs,
+        batch["label"],
+        key=mining_key,
+        epoch=step // info.steps_per_epoch,
+        loss_config=config.loss,
+    )
+    return terms["loss"], (terms, mutated["batch_stats"])
 
-    def loss_fn(params):
-        outputs, mutated = model.apply(
-            {"params": params, "batch_stats": state.batch_stats},
-            batch["image"],
-            batch["caption"],
-            batch["length"],
-            batch["partner_caption"],
-            batch["partner_length"],
-            train=True,
-            rngs={"dropout": dropout_key},
-            mutable=["batch_stats"],
-        )
-        terms = loss_terms(
-            outputs, batch["label"], key=mining_key, epoch=epoch, loss_config=config.loss
-        )
-        return terms["loss"], (terms, mutated["batch_stats"])
 
-    grads, (terms, batch_stats) = jax.grad(loss_fn, has_aux=True)(state.params)
-    return apply_gradients(state, grads, batch_stats, tx), terms
+def selectable_metrics(config: Any) -> set[str]:
+    """Metric paths `evaluate` reports, for `eval.select_metric` (e.g. 'sum/R1')."""
+    del config
+    names = ("R1", "R5", "R10", "mAP", "mINP")
+    return {f"{variant}/{name}" for variant in ssan_eval.SCORE_VARIANTS for name in names}
 
 
 def evaluate(

@@ -14,11 +14,10 @@ from typing import Any
 import flax.linen as nn
 import jax
 import numpy as np
-from absl import logging
 
 from reid_jax.data import pipeline
 from reid_jax.data.ssan_examples import SsanTestExamples
-from reid_jax.training import evaluate as evaluate_lib
+from reid_jax.evaluation import extract
 
 LEVELS = ("global", "parts", "relation")
 
@@ -36,8 +35,8 @@ def _encoders(model: nn.Module, mesh: jax.sharding.Mesh) -> tuple[Any, Any]:
         )
 
     return (
-        evaluate_lib.make_sharded_encoder(images, mesh),
-        evaluate_lib.make_sharded_encoder(texts, mesh),
+        extract.make_sharded_encoder(images, mesh),
+        extract.make_sharded_encoder(texts, mesh),
     )
 
 
@@ -68,8 +67,8 @@ def encode_test_split(
     text_batches = pipeline.make_eval_text_batches(
         test.query_captions, test.query_lengths, batch_size=batch_size
     )
-    image_feats = evaluate_lib.extract_features(encode_images, variables, image_batches, mesh)
-    text_feats = evaluate_lib.extract_features(encode_texts, variables, text_batches, mesh)
+    image_feats = extract.extract_features(encode_images, variables, image_batches, mesh)
+    text_feats = extract.extract_features(encode_texts, variables, text_batches, mesh)
     return image_feats, text_feats
 
 
@@ -183,7 +182,7 @@ def evaluate_test_split(
       {'global'|'parts'|'relation'|'sum': {'R1','R5','R10','mAP','mINP'} in percent
        ('sum' is the method's score), 'chance_R1': percent, 'num_queries', 'num_gallery'}.
     """
-    from reid_jax.evaluation.report import format_metrics_table
+    from reid_jax.evaluation.report import print_results
     from reid_jax.evaluation.retrieval import retrieval_metrics
 
     image_feats, text_feats = encode_test_split(model, variables, test, config, mesh)
@@ -198,13 +197,10 @@ def evaluate_test_split(
     results["chance_R1"] = chance_r1(test.query_ids, test.gallery_ids)
     results["num_queries"], results["num_gallery"] = len(test.query_ids), len(test.gallery_ids)
     if jax.process_index() == 0:
-        table = format_metrics_table({v: results[v] for v in SCORE_VARIANTS})
-        logging.info(
-            "text->image retrieval, %d queries x %d images (chance R@1 %.2f%%):\n%s",
-            results["num_queries"],
-            results["num_gallery"],
-            results["chance_R1"],
-            table,
+        print_results(
+            f"text->image retrieval, {results['num_queries']} queries x "
+            f"{results['num_gallery']} images (chance R@1 {results['chance_R1']:.2f}%):",
+            {v: results[v] for v in SCORE_VARIANTS},
         )
         _write_outputs(out_dir, test, score, image_feats, text_feats, config.eval)
     return results
