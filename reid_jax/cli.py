@@ -1,8 +1,11 @@
 """reid-jax command line: flags in, library calls out.
 
-    reid-jax train --config configs/ssan.py[:variant,smoke] --workdir DIR [--config.x.y=v]
-    reid-jax evaluate --config configs/ssan.py --workdir DIR     # latest checkpoint of DIR
-    reid-jax evaluate --features FILE.npz --workdir OUT          # saved query/gallery features
+    reid-jax train --config configs/ssan.py[:variant,smoke] --workdir DIR [--config.x.y=v ...]
+    reid-jax evaluate --workdir DIR [--best | --step N] [--config.eval.x=v ...]
+    reid-jax evaluate --features FILE.npz --workdir OUT [--rerank]
+
+Config errors, dataset format errors, missing paths and mistyped overrides print one line and
+exit with status 2 (`--debug` shows the traceback instead).
 
 Multi-host runs set `--config.mesh.distributed=True` (or REID_JAX_DISTRIBUTED=1) so that
 `jax.distributed.initialize()` runs before anything touches the devices. jax finds the
@@ -13,28 +16,115 @@ REID_JAX_NUM_PROCESSES and REID_JAX_PROCESS_ID (launch/multihost.sh does).
 
 from __future__ import annotations
 
+import argparse
 import os
-from collections.abc import Sequence
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
 
-from absl import app, flags
-from ml_collections import config_flags
+PROG = "reid-jax"
+USAGE_ERROR = 2
 
-COMMANDS = ("train", "evaluate")
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
-    None,
-    "Config file, optionally with ':argument', e.g. configs/ssan.py:smoke.",
-    lock_config=True,
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run folder (checkpoints, logs, eval).")
-_FEATURES = flags.DEFINE_string(
-    "features", None, "evaluate: a features .npz to evaluate instead of a checkpoint."
-)
-_RERANK = flags.DEFINE_bool("rerank", False, "evaluate --features: k-reciprocal re-ranking.")
+COMMANDS = {
+    "train": (
+        "train a model, or resume the run in --workdir",
+        "reid-jax train --config configs/ssan.py --workdir runs/ssan",
+    ),
+    "evaluate": (
+        "evaluate a run folder's checkpoint, or a saved features file",
+        "reid-jax evaluate --workdir runs/ssan",
+    ),
+}
 
 
-def _distributed(config) -> bool:
+class UsageError(Exception):
+    """A command-line mistake: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports mistakes as one line (UsageError) instead of usage + exit."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _build_parser() -> _Parser:
+    epilog = "commands:\n" + "\n".join(
+        f"  {name:<10} {summary}\n             e.g. {example}"
+        for name, (summary, example) in COMMANDS.items()
+    )
+    parser = _Parser(
+        prog=PROG,
+        description="Find people in camera footage by a sentence, attributes or a photo.",
+        epilog=epilog + "\n\nConfig fields are overridden as --config.section.field=value.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    train = commands.add_parser("train", help=COMMANDS["train"][0], epilog=COMMANDS["train"][1])
+    train.add_argument(
+        "--config", required=True, help="config file[:arg], e.g. configs/ssan.py:smoke"
+    )
+    train.add_argument("--workdir", required=True, help="run folder (created; re-run to resume)")
+
+    evaluate = commands.add_parser(
+        "evaluate", help=COMMANDS["evaluate"][0], epilog=COMMANDS["evaluate"][1]
+    )
+    evaluate.add_argument(
+        "--workdir", required=True, help="run folder (or output folder with --features)"
+    )
+    evaluate.add_argument("--config", help="config file[:arg]; default: the run's config.json")
+    which = evaluate.add_mutually_exclusive_group()
+    which.add_argument(
+        "--best", action="store_true", help="the best evaluation's checkpoint (best/)"
+    )
+    which.add_argument("--step", type=int, help="this checkpoint step (default: the latest)")
+    which.add_argument("--features", help="a features .npz to evaluate instead of a checkpoint")
+    evaluate.add_argument(
+        "--rerank", action="store_true", help="--features: k-reciprocal re-ranking"
+    )
+
+    for sub in (train, evaluate):
+        sub.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    return parser
+
+
+def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Separates `--config.a.b=v` / `--config.a.b v` overrides from the other arguments."""
+    rest, overrides, index = [], [], 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg.startswith("--config."):
+            name, has_value, value = arg[len("--config.") :].partition("=")
+            if not has_value:
+                if index + 1 >= len(argv):
+                    raise UsageError(f"{PROG}: {arg} needs a value (--config.{name}=VALUE)")
+                index, value = index + 1, argv[index + 1]
+            overrides.append((name, value))
+        else:
+            rest.append(arg)
+        index += 1
+    return rest, overrides
+
+
+def _load_config(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> Any:
+    from reid_jax import config_lib
+
+    if args.config:
+        config = config_lib.load_config_file(args.config)
+        config.lock()
+    else:
+        from reid_jax.training import run_folder
+
+        config = run_folder.load_config(args.workdir)
+    config_lib.apply_overrides(config, overrides)
+    return config
+
+
+def _distributed(config: Any) -> bool:
     return os.environ.get("REID_JAX_DISTRIBUTED", "0") not in ("", "0") or bool(
         config.mesh.distributed
     )
@@ -52,7 +142,7 @@ def _distributed_arguments() -> dict[str, str | int]:
             try:
                 arguments[key] = kind(value)
             except ValueError:
-                raise app.UsageError(f"${name} must be an integer, got {value!r}") from None
+                raise UsageError(f"${name} must be an integer, got {value!r}") from None
     if len(arguments) == 3:
         # All given: skip jax's cluster detection, which under SLURM would also restrict each
         # process to the one GPU numbered SLURM_LOCALID.
@@ -60,42 +150,103 @@ def _distributed_arguments() -> dict[str, str | int]:
     return arguments
 
 
-def _run(argv: Sequence[str]) -> None:
-    if len(argv) != 2 or argv[1] not in COMMANDS:
-        raise app.UsageError(
-            f"usage: reid-jax {{{'|'.join(COMMANDS)}}} --workdir DIR "
-            f"[--config FILE[:ARG]] [--features FILE.npz], got {argv[1:]}"
-        )
-    command, config, workdir = argv[1], _CONFIG.value, _WORKDIR.value
-    if workdir is None:
-        raise app.UsageError("--workdir is required")
-    if command == "evaluate" and _FEATURES.value:
-        from reid_jax.evaluation.report import run_evaluate_features
-
-        run_evaluate_features(_FEATURES.value, workdir, rerank=_RERANK.value)
-        return
-    if config is None:
-        raise app.UsageError("--config is required")
+def _start(config: Any) -> None:
     if _distributed(config):
         import jax
 
         jax.distributed.initialize(**_distributed_arguments())
-    if command == "train":
-        from reid_jax.training.loop import train_and_evaluate
-
-        train_and_evaluate(config, workdir)
-    else:
-        from reid_jax.training.evaluate import evaluate_checkpoint
-
-        evaluate_checkpoint(config, workdir)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point (`reid-jax`); `argv` defaults to sys.argv (tests pass a list)."""
-    # absl keeps flag values between parses: start each call from the defaults.
-    flags.FLAGS.unparse_flags()
-    app.run(_run, argv=list(argv) if argv is not None else None)
+def _train(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
+    from reid_jax.training import loop
+
+    config = _load_config(args, overrides)
+    _start(config)
+    loop.train_and_evaluate(config, args.workdir)
+
+
+def _evaluate(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
+    if args.features:
+        if overrides or args.config:
+            raise UsageError(f"{PROG} evaluate: --features takes no --config or overrides")
+        from reid_jax.evaluation.report import run_evaluate_features
+
+        run_evaluate_features(args.features, args.workdir, rerank=args.rerank)
+        return
+    if args.rerank:
+        raise UsageError(f"{PROG} evaluate: --rerank applies to --features only")
+    from reid_jax.training import evaluate
+
+    # Checked before the config is read, so an empty folder fails fast and stays empty.
+    evaluate.checkpoint_to_evaluate(Path(args.workdir), step=args.step, best=args.best)
+    config = _load_config(args, overrides)
+    _start(config)
+    evaluate.evaluate_checkpoint(args.workdir, config, step=args.step, best=args.best)
+
+
+RUNNERS: dict[str, Callable[[argparse.Namespace, list[tuple[str, str]]], None]] = {
+    "train": _train,
+    "evaluate": _evaluate,
+}
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input, not a bug: printed as one line."""
+    from reid_jax.config_lib import ConfigError
+    from reid_jax.data.errors import DatasetFormatError
+    from reid_jax.training.init_from import InitFromError
+
+    return (UsageError, ConfigError, DatasetFormatError, FileNotFoundError, InitFromError)
+
+
+def _is_user_error(error: BaseException) -> bool:
+    if isinstance(error, _user_errors()):
+        return True
+    # Config checks outside config_lib raise ValueError('config.<field>: ...').
+    return isinstance(error, (ValueError, KeyError)) and str(error).strip("'\"").startswith(
+        "config."
+    )
+
+
+def _setup_logging() -> None:
+    from absl import flags
+    from absl import logging as absl_logging
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()  # grain workers read absl flags
+    absl_logging.use_absl_handler()
+    absl_logging.set_verbosity(absl_logging.INFO)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point (`reid-jax`); `argv` defaults to sys.argv[1:].
+
+    Returns:
+      The exit status: 0 on success, 2 for usage, config, dataset or path errors.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        rest, overrides = _split_overrides(argv)
+        args = _build_parser().parse_args(rest)
+        _setup_logging()
+        RUNNERS[args.command](args, overrides)
+    except SystemExit as exit_:  # --help
+        return int(exit_.code or 0)
+    except Exception as error:
+        if debug or not _is_user_error(error):
+            traceback.print_exc()
+            return USAGE_ERROR if _is_user_error(error) else 1
+        message = str(error).strip("'\"") if isinstance(error, KeyError) else str(error)
+        print(f"error: {message}", file=sys.stderr)
+        return USAGE_ERROR
+    return 0
+
+
+def run() -> NoReturn:
+    """`reid-jax` console script: `main` with its status as the exit code."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":
-    main()
+    run()

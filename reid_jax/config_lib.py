@@ -228,3 +228,91 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"must be a path such as 'sum/R1', got '{config.eval.select_metric}'",
         )
     _check("distributed" in config.mesh, "mesh.distributed", "missing (bool: multi-host run)")
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """Runs a config file's `get_config(arg)`: `spec` is 'PATH' or 'PATH:ARG'.
+
+    A config file is Python the user chose to run, like a script; data and weights files are
+    never executed.
+
+    Raises:
+      FileNotFoundError: the file does not exist.
+      ConfigError: the file defines no get_config, or its argument is invalid.
+    """
+    import importlib.util
+    import os
+
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--config: {path}: no such config file")
+    module_spec = importlib.util.spec_from_file_location("reid_jax_user_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError("", f"{path} defines no get_config(arg)")
+    try:
+        return module.get_config(arg or None)
+    except ValueError as error:
+        raise ConfigError("", f"{path}: {error}") from None
+
+
+def _field_names(cfg: ml_collections.ConfigDict, prefix: str = "") -> Iterator[str]:
+    """Every section and leaf name, dotted ('optim', 'optim.lr', ...)."""
+    for key, value in cfg.items(preserve_field_references=True):
+        yield f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from _field_names(value, f"{prefix}{key}.")
+
+
+def _unknown_field(config: ml_collections.ConfigDict, name: str) -> ConfigError:
+    import difflib
+
+    close = difflib.get_close_matches(name, list(_field_names(config)), n=1, cutoff=0.6)
+    hint = f" (did you mean config.{close[0]}?)" if close else ""
+    return ConfigError(name, f"no such field{hint}")
+
+
+def _parse_value(text: str, field_type: type | None) -> Any:
+    """An override's Python value: kept as written for str fields, else booleans and Python
+    literals (numbers, tuples) parsed, falling back to the text."""
+    import ast
+
+    if field_type is str:
+        return text
+    if field_type is bool and text.lower() in ("true", "false", "1", "0", "yes", "no"):
+        return text.lower() in ("true", "1", "yes")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+    return tuple(value) if isinstance(value, list) else value
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: Sequence[tuple[str, str]]
+) -> None:
+    """Sets `--config.a.b=value` overrides on a config, in order.
+
+    Args:
+      config: the config (fields may not be added: an unknown name is an error).
+      overrides: (dotted field name without the 'config.' prefix, value text) pairs.
+
+    Raises:
+      ConfigError: an unknown field (naming the closest known one) or a value of the wrong
+        type.
+    """
+    for name, text in overrides:
+        *parents, leaf = name.split(".")
+        node = config
+        for part in parents:
+            if part not in node or not isinstance(node[part], ml_collections.ConfigDict):
+                raise _unknown_field(config, name)
+            node = node[part]
+        if leaf not in node or isinstance(node[leaf], ml_collections.ConfigDict):
+            raise _unknown_field(config, name)
+        value = _parse_value(text, node.get_ref(leaf).get_type())
+        try:
+            node[leaf] = value
+        except (TypeError, ValueError) as error:
+            raise ConfigError(name, f"cannot set {text!r}: {error}") from None

@@ -1,7 +1,7 @@
-"""Tests of the reid-jax command line: dispatch (fast) and the end-to-end smoke run (slow)."""
+"""Tests of the reid-jax command line: help, one-line errors with exit status 2, dispatch
+(fast), and the smoke run through train / refused resume / evaluate / fine-tune (slow)."""
 
 import json
-import sys
 
 import pytest
 
@@ -10,103 +10,132 @@ from reid_jax.training import evaluate as evaluate_lib
 from reid_jax.training import loop
 
 
-def _run_cli(argv, monkeypatch):
-    # ml_collections' config flag reads override names from sys.argv: keep them identical.
-    monkeypatch.setattr(sys, "argv", argv)
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(argv)
-    return exit_info.value.code
-
-
-@pytest.mark.parametrize(
-    "argv",
-    [
-        ["reid-jax"],
-        ["reid-jax", "fly", "--workdir=/tmp/x"],
-        ["reid-jax", "train", "--config=configs/ssan.py"],
-        ["reid-jax", "evaluate", "--workdir=/tmp/x"],
-    ],
-)
-def test_usage_errors_exit_nonzero(argv, monkeypatch):
-    def must_not_run(*args):
+@pytest.fixture
+def no_runs(monkeypatch):
+    def must_not_run(*args, **kwargs):
         raise AssertionError(f"ran with {args}")
 
     monkeypatch.setattr(loop, "train_and_evaluate", must_not_run)
     monkeypatch.setattr(evaluate_lib, "evaluate_checkpoint", must_not_run)
-    assert _run_cli(argv, monkeypatch) == 1
 
 
-def test_train_and_evaluate_dispatch(monkeypatch, tmp_path):
+def test_help_lists_the_commands(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command, (summary, example) in cli.COMMANDS.items():
+        assert command in out and summary in out and example in out
+    assert cli.main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--config" in out and "--workdir" in out and "--features" not in out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "required: COMMAND"),
+        (["fly", "--workdir=/tmp/x"], "invalid choice: 'fly'"),
+        (["train", "--config=configs/ssan.py"], "--workdir"),
+        (["train", "--config=configs/ssan.py", "--workdir=/tmp/x", "--features=f"], "--features"),
+        (["train", "--config=configs/ssan.py", "--workdir=/tmp/x", "--best"], "--best"),
+        (["train", "--config=configs/missing.py", "--workdir=/tmp/x"], "no such config file"),
+        (
+            ["train", "--config=configs/ssan.py", "--workdir=/tmp/x", "--config.optim.lrr=1"],
+            "config.optim.lrr: no such field (did you mean config.optim.lr?)",
+        ),
+        (
+            ["train", "--config=configs/ssan.py:market", "--workdir=/tmp/x"],
+            "unknown variant 'market'",
+        ),
+        (
+            ["train", "--config=configs/ssan.py", "--workdir=/tmp/x", "--config.optim.lr"],
+            "needs a value",
+        ),
+    ],
+)
+def test_mistakes_print_one_line_and_exit_2(argv, message, no_runs, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "Traceback" not in err
+
+
+def test_debug_shows_the_traceback(no_runs, capsys):
+    argv = ["train", "--config=configs/ssan.py", "--workdir=/tmp/x", "--config.optim.lrr=1"]
+    assert cli.main(argv + ["--debug"]) == 2
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_evaluate_of_a_folder_without_checkpoint(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["evaluate", "--workdir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no checkpoint to evaluate" in err
+    assert not run.exists()
+
+
+def test_train_dispatch_applies_overrides(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(loop, "train_and_evaluate", lambda c, w: calls.append(("train", c, w)))
-    monkeypatch.setattr(
-        evaluate_lib, "evaluate_checkpoint", lambda c, w: calls.append(("evaluate", c, w))
-    )
-    workdir = str(tmp_path)
-    assert _run_cli(
-        [
-            "reid-jax",
-            "train",
-            "--config",
-            "configs/ssan.py:cuhk_pedes,smoke",
-            "--workdir",
-            workdir,
-            "--config.optim.lr=3e-4",
-        ],
-        monkeypatch,
-    ) in (0, None)
-    assert _run_cli(
-        ["reid-jax", "evaluate", "--config", "configs/ssan.py", "--workdir", workdir], monkeypatch
-    ) in (0, None)
-    (command, config, where), (command2, config2, where2) = calls
-    assert (command, where, command2, where2) == ("train", workdir, "evaluate", workdir)
+    monkeypatch.setattr(loop, "train_and_evaluate", lambda c, w: calls.append((c, w)))
+    argv = ["train", "--config", "configs/ssan.py:cuhk_pedes,smoke", "--workdir", str(tmp_path)]
+    assert cli.main(argv + ["--config.optim.lr=3e-4", "--config.data.root", "/data/c"]) == 0
+    ((config, workdir),) = calls
+    assert workdir == str(tmp_path) and config.is_locked
     assert config.data.dataset == "cuhk_pedes" and config.train.num_steps == 2
-    assert config.optim.lr == 3e-4 and config.is_locked
-    assert config2.data.dataset == "embedded"
+    assert config.optim.lr == 3e-4 and config.data.root == "/data/c"
+
+
+def _steps(workdir):
+    lines = (workdir / "metrics.jsonl").read_text().splitlines()
+    return [r["step"] for r in map(json.loads, lines) if "train/loss" in r]
 
 
 @pytest.mark.slow
-def test_smoke_train_resume_and_evaluate(monkeypatch, tmp_path):
-    """The README's command on the smoke variant: train 2 steps, resume to 3, then evaluate
-    the saved features."""
+def test_smoke_train_refused_resume_evaluate_and_fine_tune(monkeypatch, tmp_path, capsys):
+    """The README's commands on the smoke variant: train, a resume with another feature size
+    is refused, evaluate from the run folder alone, re-score the saved features, and
+    fine-tune run B from run A with another number of identities."""
     monkeypatch.setenv("REID_JAX_DATA", str(tmp_path / "data"))
-    workdir = tmp_path / "run"
-    base = ["reid-jax", "train", "--config", "configs/ssan.py:smoke", "--workdir", str(workdir)]
-    assert _run_cli(base, monkeypatch) in (0, None)
+    run_a = tmp_path / "a"
+    base = ["train", "--config", "configs/ssan.py:smoke", "--workdir", str(run_a)]
+    assert cli.main(base) == 0
+    assert _steps(run_a) == [1, 2]
+    assert [p.name for p in (run_a / "checkpoints").iterdir()] == ["2"]
+    summary = json.loads((run_a / "eval" / "metrics.json").read_text())
+    assert summary["last"]["step"] == summary["best"]["step"] == 2
+    assert summary["best"]["metric"] == "sum/R1"
+    assert [p.name for p in (run_a / "best").iterdir()] == ["2"]
+    out = capsys.readouterr().out
+    assert "text->image retrieval" in out and "sum " in out  # the result table on stdout
+    for name in ("rank_list_first.png", "rank_list_worst.html", "features.npz"):
+        assert (run_a / "eval" / name).exists(), name
 
-    def steps():
-        lines = (workdir / "metrics.jsonl").read_text().splitlines()
-        return [r["step"] for r in map(json.loads, lines) if "train/loss" in r]
+    # A resume that changes shapes is refused with both values, and changes nothing.
+    assert cli.main(base + ["--config.model.feature_dim=64"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model.feature_dim: 32 in the run, 64 now" in err
+    assert json.loads((run_a / "config.json").read_text())["model"]["feature_dim"] == 32
 
-    assert steps() == [1, 2]
-    assert [p.name for p in (workdir / "checkpoints").iterdir()] == ["2"]
-    first = json.loads((workdir / "eval" / "metrics.json").read_text())
-    assert first["step"] == 2
-    assert set(first["metrics"]) >= {"global", "parts", "relation", "sum", "chance_R1"}
-    for name in (
-        "rank_list_first.png",
-        "rank_list_first.html",
-        "rank_list_worst.png",
-        "rank_list_worst.html",
-        "features.npz",
-    ):
-        assert (workdir / "eval" / name).exists(), name
-    # Same command with one more step: resumes from checkpoint 2 instead of starting over.
-    assert _run_cli(base + ["--config.train.num_steps=3"], monkeypatch) in (0, None)
-    assert steps() == [1, 2, 3]
-    assert json.loads((workdir / "eval" / "metrics.json").read_text())["step"] == 3
+    # Evaluate needs only the run folder; same numbers as at the end of training.
+    assert cli.main(["evaluate", "--workdir", str(run_a)]) == 0
+    again = json.loads((run_a / "eval" / "metrics.json").read_text())["last"]["metrics"]
+    assert again["sum"]["R1"] == pytest.approx(summary["last"]["metrics"]["sum"]["R1"], abs=1e-6)
+
     # The saved features give the same numbers through `reid-jax evaluate --features`.
-    final = json.loads((workdir / "eval" / "metrics.json").read_text())["metrics"]
     report_dir = tmp_path / "report"
-    evaluate = [
-        "reid-jax",
-        "evaluate",
-        "--features",
-        str(workdir / "eval" / "features.npz"),
-        "--workdir",
-        str(report_dir),
-    ]
-    assert _run_cli(evaluate, monkeypatch) in (0, None)
+    features = run_a / "eval" / "features.npz"
+    assert cli.main(["evaluate", "--features", str(features), "--workdir", str(report_dir)]) == 0
     report = json.loads((report_dir / "metrics.json").read_text())
     for variant in ("global", "parts", "relation", "sum"):
-        assert report[variant]["R1"] == pytest.approx(final[variant]["R1"], abs=1e-6)
+        assert report[variant]["R1"] == pytest.approx(again[variant]["R1"], abs=1e-6)
+
+    # Fine-tune B from A on a dataset with 6 instead of 8 training identities.
+    run_b = tmp_path / "b"
+    fine_tune = [
+        "train", "--config", "configs/ssan.py:smoke", "--workdir", str(run_b),
+        f"--config.init_from={run_a}", "--config.data.embedded_sizes.cuhk_train_ids=6",
+    ]  # fmt: skip
+    assert cli.main(fine_tune) == 0
+    out = capsys.readouterr().out
+    assert f"init_from {run_a / 'checkpoints' / '2'}:" in out
+    assert "shape mismatches            6 arrays" in out  # kernel + bias of 3 classifiers
+    assert "params/classifier_global/kernel source [32, 8] vs model [32, 6]" in out
+    assert json.loads((run_b / "data_info.json").read_text())["num_classes"] == 6

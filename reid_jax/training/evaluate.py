@@ -38,8 +38,8 @@ def checkpoint_to_evaluate(workdir: Path, *, step: int | None, best: bool) -> Pa
     if step is not None:
         steps = [p for p in steps if int(p.name) == step]
     if not steps:
-        which = f"step {step}" if step is not None else ("best" if best else "any")
-        raise NoCheckpointError(f"{folder}: no checkpoint ({which}) to evaluate")
+        which = f" at step {step}" if step is not None else ""
+        raise NoCheckpointError(f"{folder}: no checkpoint{which} to evaluate")
     return steps[-1]
 
 
