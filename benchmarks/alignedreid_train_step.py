@@ -2,7 +2,8 @@
 
 The step is exactly the one the training loop runs: `configs/alignedreid.py:market1501`
 (ResNet-50, 256 x 128, PK 32 x 4 = 128 images, 751 identities, Adam + coupled L2, exp schedule),
-jitted by `reid_jax.training.loop.make_train_step` with the state replicated and donated and the
+jitted by `reid_jax.training.run_setup.make_train_step` with the state replicated and donated and
+the
 batch split on 'data'. Inputs are random normalised images (no decoding: the input pipeline has
 its own benchmark), so this measures the model, losses and optimizer only. `--mutual` times two
 mutually trained models in one step. Prints one markdown table row.
@@ -24,7 +25,7 @@ import numpy as np
 from absl import app, flags
 
 from reid_jax import sharding
-from reid_jax.training import loop, optim
+from reid_jax.training import optim, run_setup
 from reid_jax.training.state import create_train_state
 from reid_jax.training.tasks import alignedreid
 from reid_jax.training.tasks.base import TrainDataInfo
@@ -68,7 +69,7 @@ def main(argv) -> None:
         total_steps=total_steps,
     )
     state = sharding.replicate(create_train_state(variables, tx), mesh)
-    step = loop.make_train_step(alignedreid, model, tx, config, info, mesh)
+    step = run_setup.make_train_step(alignedreid, model, tx, config, info, mesh)
 
     rng = np.random.default_rng(0)
     height, width = config.data.image_size

@@ -1,6 +1,6 @@
 """Compile time, seconds per step and images/s of the full-size SSAN train step.
 
-The step is the one the training loop runs (`loop.make_train_step` over the SSAN task, with the
+The step is the one the training loop runs (`run_setup.make_train_step` over the SSAN task, with the
 paper's optimizer), at the paper's sizes by default (`configs/ssan.py:cuhk_pedes`: ResNet-50,
 384 x 128, batch 64, K = 6, D = 1024, vocab 5000, BiLSTM 2048, T = 100) and C = 11000
 classes, on random inputs. On a GPU/TPU it also reports the model FLOP utilisation.
@@ -33,7 +33,7 @@ from absl import app, flags
 
 from reid_jax import sharding
 from reid_jax.models.ssan.model import REMAT_POLICIES
-from reid_jax.training import loop, optim
+from reid_jax.training import optim, run_setup
 from reid_jax.training.state import create_train_state
 from reid_jax.training.tasks import ssan
 from reid_jax.training.tasks.base import TrainDataInfo
@@ -156,7 +156,7 @@ def main(argv):
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     _progress(f"initialised {num_params / 1e6:.1f} M parameters in {init_seconds:.1f} s")
 
-    step = loop.make_train_step(ssan, model, tx, config, info, mesh, schedule)
+    step = run_setup.make_train_step(ssan, model, tx, config, info, mesh, schedule)
     batch = sharding.host_batch_to_global(
         random_batch(config, batch_size, np.random.default_rng(0)), mesh
     )

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 
 from reid_jax import config_lib, sharding
-from reid_jax.training import checkpoint, loop, run_folder
+from reid_jax.training import checkpoint, run_folder, run_setup
 from reid_jax.training.state import eval_variables
 
 
@@ -71,9 +71,9 @@ def evaluate_checkpoint(
     folder = checkpoint_to_evaluate(workdir, step=step, best=best)
     config = run_folder.load_config(workdir) if config is None else config
     config_lib.validate(config)
-    task = loop.resolve_task(config) if task is None else task
+    task = run_setup.resolve_task(config) if task is None else task
     mesh = sharding.make_mesh(config.mesh)
-    loop.check_batch_sizes(config, mesh)
+    run_setup.check_batch_sizes(config, mesh)
     info = run_folder.load_data_info(workdir)
     if info is None:  # runs from before data_info.json: the data facts come from the loader
         _, info = task.make_train_data(
@@ -82,7 +82,7 @@ def evaluate_checkpoint(
     model = task.create_model(config, info)
     saved = checkpoint.restore_variables(folder, sharding.replicated(mesh))
     variables = eval_variables(saved, use_ema=config.eval.use_ema)
-    metrics, _ = loop.run_evaluation(
+    metrics, _ = run_setup.run_evaluation(
         task, model, variables, config, workdir, int(folder.name), mesh=mesh, info=info
     )
     return metrics

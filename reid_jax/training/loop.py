@@ -8,268 +8,28 @@ evaluates. Re-running the same command resumes from the latest checkpoint.
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import os
 import signal
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
-import optax
 from absl import logging
 from tqdm import tqdm
 
 from reid_jax import config_lib, sharding
-from reid_jax.training import checkpoint, init_from, optim, run_folder
+from reid_jax.training import checkpoint, optim, run_folder
 from reid_jax.training import logging as run_logging
-from reid_jax.training import step as step_lib
-from reid_jax.training.state import TrainState, create_train_state, model_variables
-from reid_jax.training.tasks.base import Task, TrainDataInfo
-
-
-@dataclasses.dataclass
-class RunSetup:
-    """Everything built once per run before the first step.
-
-    Attributes:
-      task: the task module.
-      mesh: device mesh.
-      loader: this process's training loader (iterable of host batches).
-      info: training data facts.
-      model: the flax module.
-      tx: optimizer.
-      schedule: lr multiplier function (for logging).
-      total_steps: steps of the whole run.
-      init_variables: jitted rng -> fresh model variables, replicated.
-      make_state: jitted variables -> step-0 TrainState (fresh optimizer state), replicated.
-      target: abstract TrainState (shapes, dtypes, replicated shardings) for restores.
-    """
-
-    task: Task
-    mesh: jax.sharding.Mesh
-    loader: Iterable[dict[str, np.ndarray]]
-    info: TrainDataInfo
-    model: Any
-    tx: optax.GradientTransformation
-    schedule: optim.Schedule
-    total_steps: int
-    init_variables: Any
-    make_state: Any
-    target: Any
-
-
-def resolve_task(config: Any) -> Task:
-    """The task module registered under `config.task` (explicit dict, no import strings)."""
-    from reid_jax.training.tasks import TASKS  # deferred: task modules pull in their models
-
-    if config.task not in TASKS:
-        raise config_lib.ConfigError(
-            "task", f"unknown task '{config.task}', choose from {sorted(TASKS)}"
-        )
-    return TASKS[config.task]
-
-
-def setup_run(config: Any, workdir: str | os.PathLike, task: Task | None = None) -> RunSetup:
-    """Builds mesh, data, model, optimizer and the state initialiser.
-
-    Args:
-      config: validated config.
-      workdir: run folder.
-      task: task module; `TASKS[config.task]` when None (tests pass stand-ins).
-
-    Returns:
-      A RunSetup.
-    """
-    task = resolve_task(config) if task is None else task
-    mesh = sharding.make_mesh(config.mesh)
-    check_batch_sizes(config, mesh)
-    loader, info = task.make_train_data(
-        config, workdir, shard_index=jax.process_index(), shard_count=jax.process_count()
-    )
-    model = task.create_model(config, info)
-    total_steps = int(config.train.num_steps) or int(config.train.num_epochs) * info.steps_per_epoch
-    rng = jax.random.key(config.seed)
-    variable_shapes = jax.eval_shape(
-        functools.partial(task.init_variables, model, config=config), rng
-    )
-    tx = optim.make_optimizer(
-        config.optim,
-        variable_shapes["params"],
-        steps_per_epoch=info.steps_per_epoch,
-        total_steps=total_steps,
-    )
-    schedule = optim.make_schedule(
-        config.optim, steps_per_epoch=info.steps_per_epoch, total_steps=total_steps
-    )
-
-    def make_state(variables):
-        return create_train_state(variables, tx, ema=config.train.ema_decay > 0)
-
-    replicated = sharding.replicated(mesh)
-    target = checkpoint.abstract_state(jax.eval_shape(make_state, variable_shapes), replicated)
-    return RunSetup(
-        task,
-        mesh,
-        loader,
-        info,
-        model,
-        tx,
-        schedule,
-        total_steps,
-        jax.jit(
-            functools.partial(task.init_variables, model, config=config), out_shardings=replicated
-        ),
-        jax.jit(make_state, out_shardings=replicated),
-        target,
-    )
-
-
-def check_batch_sizes(config: Any, mesh: jax.sharding.Mesh) -> None:
-    """Training, micro- and evaluation batches must split evenly over the data shards and
-    processes; checked before any data is read.
-
-    Raises:
-      ConfigError: naming the field.
-    """
-    shards = sharding.data_parallel_size(mesh)
-    micro_batch = config.train.batch_size // config.train.grad_accum_steps
-    checks = [
-        ("train.batch_size", config.train.batch_size),
-        ("train.grad_accum_steps", micro_batch),
-        ("eval.batch_size", config.eval.batch_size if "batch_size" in config.eval else shards),
-    ]
-    for field, size in checks:
-        for parts, what in ((shards, "data shards"), (jax.process_count(), "processes")):
-            if size % parts:
-                raise config_lib.ConfigError(
-                    field, f"a batch of {size} is not divisible by the {parts} {what}"
-                )
-
-
-def initial_variables(setup: RunSetup, config: Any) -> tuple[Any, init_from.LoadReport | None]:
-    """Step-0 model variables: the fresh initialisation, with `config.init_from` loaded over it.
-
-    Returns:
-      (variables replicated on the mesh, load report or None without init_from).
-    """
-    variables = setup.init_variables(jax.random.key(config.seed))
-    if not config.init_from:
-        return variables, None
-    loaded, report = init_from.load_initial_variables(jax.device_get(variables), config)
-    return sharding.replicate(loaded, setup.mesh), report
-
-
-def make_train_step(
-    task: Task,
-    model: Any,
-    tx: optax.GradientTransformation,
-    config: Any,
-    info: TrainDataInfo,
-    mesh: jax.sharding.Mesh,
-    schedule: optim.Schedule | None = None,
-):
-    """Jits the task's step: state replicated and donated, batch split on 'data'.
-
-    Args:
-      task: the task module.
-      model: its flax module.
-      tx: the optimizer.
-      config: the config (static inside the step).
-      info: data facts.
-      mesh: device mesh.
-      schedule: if given, metrics also carry 'lr_multiplier' = schedule(step) (computed on
-        the device, so logging the lr costs no host-side work).
-
-    Returns:
-      step(state, batch, root_key) -> (state, metrics), where the task sees the key
-      `fold_in(root_key, state.step)`.
-    """
-
-    batch_sharding = sharding.batch_sharding(mesh)
-
-    def step(state: TrainState, batch: dict[str, jax.Array], root_key: jax.Array):
-        key = jax.random.fold_in(root_key, state.step)
-        if hasattr(task, "train_step"):  # a task with its own update (several optimizers)
-            new_state, metrics = task.train_step(
-                model, state, batch, key, tx=tx, config=config, info=info
-            )
-        else:
-            new_state, metrics = step_lib.gradient_step(
-                task,
-                model,
-                state,
-                batch,
-                key,
-                tx=tx,
-                config=config,
-                info=info,
-                constrain=lambda tree: jax.lax.with_sharding_constraint(tree, batch_sharding),
-            )
-        if schedule is not None:
-            metrics = dict(metrics, lr_multiplier=schedule(state.step))
-        return new_state, metrics
-
-    replicated = sharding.replicated(mesh)
-    # Optional task hook: XLA options the step needs (e.g. for remat to save memory on CPU).
-    task_compiler_options = getattr(task, "compiler_options", None)
-    return jax.jit(
-        step,
-        in_shardings=(replicated, batch_sharding, replicated),
-        out_shardings=(replicated, replicated),
-        donate_argnums=0,
-        compiler_options=task_compiler_options(config) if task_compiler_options else None,
-    )
-
-
-def run_evaluation(
-    task: Task,
-    model: Any,
-    variables: Any,
-    config: Any,
-    workdir: str | os.PathLike,
-    step: int,
-    *,
-    mesh: jax.sharding.Mesh,
-    info: TrainDataInfo,
-    writer: run_logging.MetricWriter | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Runs the task's evaluation and records it in workdir/eval/ (process 0).
-
-    Args:
-      task: the task module.
-      model: its flax module.
-      variables: model variables to evaluate.
-      config: the config.
-      workdir: run folder.
-      step: the step of `variables` (written with the results).
-      mesh: the device mesh.
-      info: training data facts.
-      writer: also logs flattened results to metrics.jsonl/TensorBoard when given.
-
-    Returns:
-      (the task's metrics dict, the run's evaluation summary {'last', 'best'}).
-    """
-    metrics = task.evaluate(model, variables, config, workdir, mesh=mesh, info=info)
-    summary: dict[str, Any] = {}
-    if jax.process_index() == 0:
-        summary = run_folder.record_evaluation(workdir, step, metrics, config.eval.select_metric)
-        if writer is not None:
-            writer.write(step, _flatten(metrics, "eval/"), kind="eval")
-    return metrics, summary
-
-
-def _flatten(tree: dict[str, Any], prefix: str) -> dict[str, float]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}/"))
-        elif isinstance(value, (int, float)):
-            flat[f"{prefix}{key}"] = float(value)
-    return flat
+from reid_jax.training.run_setup import (
+    initial_variables,
+    make_train_step,
+    run_evaluation,
+    setup_run,
+)
+from reid_jax.training.state import model_variables
+from reid_jax.training.tasks.base import Task
 
 
 class _StopFlag:

@@ -291,7 +291,7 @@ def test_smoke_mutual_run_trains_and_evaluates(smoke_run):
     )  # -1 gone
     assert 0.0 < results["chance_R1"] < 100.0
     saved = json.loads((workdir / "eval" / "metrics.json").read_text())
-    assert saved["step"] == 2 and saved["metrics"] == results
+    assert saved["last"] == {"step": 2, "metrics": results}
     assert (workdir / "eval" / "rank_list_first.png").stat().st_size > 0
     assert (workdir / "eval" / "rank_list_worst.html").stat().st_size > 0
 

@@ -8,7 +8,7 @@ import loop_toy_task as toy
 import numpy as np
 import pytest
 
-from reid_jax.training import checkpoint, init_from, loop, run_folder
+from reid_jax.training import checkpoint, init_from, loop, run_folder, run_setup
 from reid_jax.weights import flat
 
 
@@ -85,8 +85,8 @@ def test_init_from_loads_matching_and_keeps_fresh_rest(run_a, capsys, tmp_path):
     config = toy.toy_config()
     config.model.head_extra = 2  # 6 classes instead of 4: the classifier cannot load
     config.init_from = str(workdir)
-    setup = loop.setup_run(config, tmp_path, toy)
-    variables, report = loop.initial_variables(setup, config)
+    setup = run_setup.setup_run(config, tmp_path, toy)
+    variables, report = run_setup.initial_variables(setup, config)
     source = checkpoint.restore_variables(workdir / "checkpoints" / "8")
     fresh = jax.device_get(setup.init_variables(jax.random.key(config.seed)))
     variables = jax.device_get(variables)
@@ -120,11 +120,11 @@ def test_strict_init_from_lists_the_paths(run_a, tmp_path):
     config.model.head_extra = 2
     config.init_from = str(workdir / "checkpoints" / "4")
     config.init_from_strict = True
-    setup = loop.setup_run(config, tmp_path, toy)
+    setup = run_setup.setup_run(config, tmp_path, toy)
     with pytest.raises(
         init_from.InitFromError, match=r"shape mismatch: params/head/bias source \[4\]"
     ):
-        loop.initial_variables(setup, config)
+        run_setup.initial_variables(setup, config)
 
 
 def test_rules_map_names_and_weights_files_load(tmp_path):

@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from reid_jax import sharding
-from reid_jax.training import loop
+from reid_jax.training import run_setup
 from reid_jax.training.state import create_train_state
 from reid_jax.training.tasks import ssan, ssan_eval
 
@@ -223,7 +223,7 @@ def test_sharded_step_matches_single_device(tiny):
     results = []
     for devices in (jax.devices()[:1], jax.devices()):
         mesh = sharding.make_mesh(setup.config.mesh, devices=devices)
-        step = loop.make_train_step(ssan, model, tx, setup.config, setup.info, mesh)
+        step = run_setup.make_train_step(ssan, model, tx, setup.config, setup.info, mesh)
         args = (
             jax.device_put(host_state, sharding.replicated(mesh)),
             sharding.host_batch_to_global(batch, mesh),
