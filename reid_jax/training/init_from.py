@@ -72,20 +72,20 @@ class LoadReport:
     def summary(self, max_paths: int = 8) -> str:
         """A small table of counts and value totals per category, with example paths."""
         rows = [
-            ("loaded", self.loaded),
-            ("new (kept from init)", self.new),
-            ("unused in the source", self.unused),
-            ("shape mismatches", list(self.mismatched)),
+            ("loaded", "", self.loaded),
+            ("new (kept from init)", "new", self.new),
+            ("unused in the source", "unused", self.unused),
+            ("shape mismatches", "mismatch", list(self.mismatched)),
         ]
         lines = [f"init_from {self.source}:"]
-        for label, paths in rows:
+        for label, _, paths in rows:
             total = sum(self.sizes.get(p, 0) for p in paths)
             lines.append(f"  {label:<22} {len(paths):>6} arrays {total:>14,} values")
-        for label, paths in rows[1:]:
+        for _, tag, paths in rows[1:]:
             for path in paths[:max_paths]:
                 detail = self.mismatched.get(path)
                 suffix = f" source {list(detail[0])} vs model {list(detail[1])}" if detail else ""
-                lines.append(f"    {label.split(' ')[0]}: {path}{suffix}")
+                lines.append(f"    {tag}: {path}{suffix}")
             if len(paths) > max_paths:
                 lines.append(f"    ... and {len(paths) - max_paths} more")
         return "\n".join(lines)
