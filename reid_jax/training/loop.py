@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from reid_jax import config_lib, sharding
@@ -191,9 +192,9 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
         if is_main:
             run_logging.truncate_metrics(workdir, start)
             run_folder.truncate_history(workdir, start, select_metric)
-            if best_manager is not None:
-                for stale in [s for s in best_manager.all_steps() if s > start]:
-                    best_manager.delete(stale)
+        if best_manager is not None:  # every process: orbax deletes behind a global barrier
+            for stale in [s for s in best_manager.all_steps() if s > start]:
+                best_manager.delete(stale)
         logging.info("resumed from step %d of %d", start, setup.total_steps)
     # Made by a jitted function: device_put of a process-local key onto a mesh that spans
     # several processes is an error; a replicated jit output is fine everywhere.
@@ -222,8 +223,10 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
             setup.task, setup.model, variables, config, workdir, step,
             mesh=setup.mesh, info=setup.info, writer=writer,
         )  # fmt: skip
-        best_step = summary.get("best", {}).get("step")
-        if best_manager is not None and is_main and best_step == step:
+        is_best = summary.get("best", {}).get("step") == step  # known to process 0
+        if jax.process_count() > 1:  # orbax saves collectively: every process must agree
+            is_best = bool(multihost_utils.broadcast_one_to_all(np.asarray(is_best)))
+        if best_manager is not None and is_best:
             checkpoint.save_best(best_manager, step, state)
         return metrics
 

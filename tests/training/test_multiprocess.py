@@ -6,6 +6,7 @@ workdir (a shared filesystem), talking through `jax.distributed` (gloo collectiv
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -14,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from absl import app
 
 from reid_jax import cli
 
@@ -38,7 +38,7 @@ def test_distributed_arguments_from_environment(monkeypatch):
         "cluster_detection_method": "deactivate",
     }
     monkeypatch.setenv("REID_JAX_PROCESS_ID", "three")
-    with pytest.raises(app.UsageError, match="REID_JAX_PROCESS_ID"):
+    with pytest.raises(cli.UsageError, match="REID_JAX_PROCESS_ID"):
         cli._distributed_arguments()
 
 
@@ -119,10 +119,10 @@ def test_two_processes_match_one_process_and_resume(tmp_path):
     Same global batch on the same 4-device 'data' mesh: each process loads the contiguous half
     of every global batch (`SampledStreamSource`), so the global arrays are identical and only
     the order of cross-device float sums may differ (hence allclose, rtol 1e-4). The reference
-    trains 3 steps straight; the 2-process run trains 2, then the same command with
-    num_steps=3 resumes from checkpoint 2 (state and both processes' data iterators), so its
-    step 3 must match the uninterrupted step 3 as well. The smoke schedule ('step', no warmup)
-    does not depend on the total step count. The single-process run goes first: it also
+    trains 3 steps straight, and so does the 2-process run; then its last checkpoint is
+    removed (a crash after the step-2 save) and the same command resumes from checkpoint 2, so
+    the redone step 3 must match the uninterrupted step 3 as well. The single-process run goes
+    first: it also
     generates the embedded dataset, which two processes must not generate at once.
     """
     reference = tmp_path / "single"
@@ -131,14 +131,14 @@ def test_two_processes_match_one_process_and_resume(tmp_path):
     assert [r["step"] for r in expected] == [1, 2, 3]
 
     workdir = tmp_path / "multi"
-    logs = _run_two_processes(tmp_path, workdir, "first")
+    logs = _run_two_processes(tmp_path, workdir, "first", "--config.train.num_steps=3")
     first = _train_records(workdir)
     # One writer: a second one would duplicate every line and TensorBoard file.
-    assert [r["step"] for r in first] == [1, 2]
+    assert [r["step"] for r in first] == [1, 2, 3]
     assert len(list((workdir / "tensorboard").iterdir())) == 1
     assert len((workdir / "eval" / "history.jsonl").read_text().splitlines()) == 1
-    assert json.loads((workdir / "eval" / "metrics.json").read_text())["step"] == 2
-    # The results table is logged by process 0 only.
+    assert json.loads((workdir / "eval" / "metrics.json").read_text())["last"]["step"] == 3
+    # The results table is printed by process 0 only.
     assert "text->image retrieval" in logs[0] and "text->image retrieval" not in logs[1]
     # Each process saved its own data-iterator position.
     data_dir = workdir / "checkpoints" / "2" / "data"
@@ -147,13 +147,16 @@ def test_two_processes_match_one_process_and_resume(tmp_path):
         "process_1-of-2.json",
     }
 
+    # A crash after the step-2 save: the final checkpoint never got written. The same command
+    # resumes from step 2 (state and both processes' data iterators) and redoes step 3.
+    shutil.rmtree(workdir / "checkpoints" / "3")
     logs = _run_two_processes(tmp_path, workdir, "resume", "--config.train.num_steps=3")
     assert all("resumed from step 2 of 3" in log for log in logs)
     resumed = _train_records(workdir)
     assert [r["step"] for r in resumed] == [1, 2, 3]
-    assert resumed[:2] == first  # steps 1-2 kept as they were, not re-run
-    assert json.loads((workdir / "eval" / "metrics.json").read_text())["step"] == 3
-    assert len((workdir / "eval" / "history.jsonl").read_text().splitlines()) == 2
+    assert resumed[:2] == first[:2]  # steps 1-2 kept as they were, not re-run
+    assert json.loads((workdir / "eval" / "metrics.json").read_text())["last"]["step"] == 3
+    assert len((workdir / "eval" / "history.jsonl").read_text().splitlines()) == 1
     assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["2", "3"]
 
     names = sorted(k for k in expected[0] if k.startswith("train/") and "per_second" not in k)
