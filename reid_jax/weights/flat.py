@@ -40,6 +40,18 @@ def flatten_variables(variables: Mapping[str, Any], prefix: str = "") -> dict[st
     return flat
 
 
+def flatten_shapes(variables: Mapping[str, Any], prefix: str = "") -> dict[str, tuple[int, ...]]:
+    """Like `flatten_variables`, but only the shapes (works on `jax.eval_shape` output)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for key, value in variables.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            shapes.update(flatten_shapes(value, f"{name}/"))
+        else:
+            shapes[name] = tuple(value.shape)
+    return shapes
+
+
 def unflatten_variables(flat: Mapping[str, Any]) -> dict[str, Any]:
     """{'a/b/c': array} -> nested dicts (the inverse of `flatten_variables`).
 

@@ -1,0 +1,180 @@
+"""Weights in: PyTorch and other checkpoints converted into this project's models.
+
+`KINDS` names every converter (an explicit dict, no import strings):
+  torchvision_resnet        ImageNet ResNet-18/34/50 -> the task's trunk (heads fresh)
+  ssan_official             the official SSAN network + saved ID classifiers -> SSAN
+  alignedreid_reproduction  the re-production's Model -> AlignedReID (model_0)
+`import_weights(kind, path, config)` returns the task's model (sizes the config cannot know,
+such as the number of identities or the vocabulary size, taken from the checkpoint) and its
+variables; `reid-jax import-weights` writes them as a run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from reid_jax.weights import alignedreid_reproduction, ssan_official, torchvision_resnet
+from reid_jax.weights.flat import flatten_variables, unflatten_variables
+from reid_jax.weights.mapping import Rule, apply_rules
+from reid_jax.weights.readers import Checkpoint, WeightsError, read_checkpoint
+
+__all__ = [
+    "KINDS",
+    "Checkpoint",
+    "Imported",
+    "WeightsError",
+    "convert_checkpoint",
+    "import_weights",
+    "read_checkpoint",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """How one family of checkpoints enters a task.
+
+    Attributes:
+      task: the `config.task` it fills.
+      tensors: file -> the state dict to convert.
+      sizes: state dict -> config.model fields (and 'num_classes') it fixes.
+      rules: config -> the name map.
+      required: Flax path -> whether the file must fill it (others: filled if present).
+    """
+
+    task: str
+    tensors: Callable[[Checkpoint], dict[str, np.ndarray]]
+    sizes: Callable[[dict[str, np.ndarray]], dict[str, int]]
+    rules: Callable[[Any], list[Rule]]
+    required: Callable[[str], bool]
+
+
+def _under(prefixes: tuple[str, ...]) -> Callable[[str], bool]:
+    return lambda path: path.split("/", 1)[1].startswith(prefixes)
+
+
+def _trunk_sizes(tensors: dict[str, np.ndarray]) -> dict[str, int]:
+    return {"num_classes": 0}
+
+
+def _trunk_rules(config: Any) -> list[Rule]:
+    if config.task == "alignedreid":
+        targets = [f"model_{i}/backbone/" for i in range(config.model.num_models)]
+        if len(targets) > 1:
+            raise WeightsError("torchvision_resnet import fills one model; use model.num_models=1")
+        return torchvision_resnet.rules(targets[0])
+    return torchvision_resnet.rules("backbone/")
+
+
+KINDS: dict[str, Kind] = {
+    "torchvision_resnet": Kind(
+        task="",  # any task with a ResNet trunk
+        tensors=torchvision_resnet.trunk_tensors,
+        sizes=_trunk_sizes,
+        rules=_trunk_rules,
+        required=lambda path: "backbone/" in path,
+    ),
+    "ssan_official": Kind(
+        task="ssan",
+        tensors=ssan_official.model_tensors,
+        sizes=ssan_official.sizes,
+        rules=lambda config: ssan_official.rules(),
+        required=lambda path: not _under(ssan_official.OPTIONAL)(path),
+    ),
+    "alignedreid_reproduction": Kind(
+        task="alignedreid",
+        tensors=alignedreid_reproduction.model_tensors,
+        sizes=alignedreid_reproduction.sizes,
+        rules=lambda config: alignedreid_reproduction.rules("model_0/"),
+        required=lambda path: (
+            not path.split("/", 2)[2].startswith(alignedreid_reproduction.OPTIONAL)
+        ),
+    ),
+}
+
+
+@dataclasses.dataclass
+class Imported:
+    """A converted checkpoint.
+
+    Attributes:
+      model: the task's flax module, sized by the checkpoint.
+      variables: {'params', 'batch_stats'} as NumPy arrays.
+      config: the config as used (model sizes from the checkpoint).
+      info: the data facts the model was built with (num_classes from the checkpoint).
+      kept_fresh: Flax paths the file did not fill (fresh initialisation kept).
+      metadata: the file's non-tensor values (epoch, scores).
+    """
+
+    model: Any
+    variables: dict[str, Any]
+    config: Any
+    info: Any
+    kept_fresh: list[str]
+    metadata: dict[str, Any]
+
+
+def import_weights(kind: str, path: str | os.PathLike, config: Any) -> tuple[Any, dict[str, Any]]:
+    """Converts a checkpoint into the task model `config` describes.
+
+    Returns:
+      (model, variables); see `convert_checkpoint` for the details.
+    """
+    imported = convert_checkpoint(kind, path, config)
+    return imported.model, imported.variables
+
+
+def convert_checkpoint(kind: str, path: str | os.PathLike, config: Any) -> Imported:
+    """Converts a checkpoint into the task model `config` describes.
+
+    Args:
+      kind: a key of KINDS.
+      path: the weights file.
+      config: the task config; model sizes the checkpoint fixes override it (in a copy).
+
+    Returns:
+      The model, its variables and what was kept fresh.
+
+    Raises:
+      WeightsError: unknown kind, wrong task, or a file that does not fit (names listed).
+    """
+    from reid_jax.training.tasks import TASKS
+    from reid_jax.training.tasks.base import TrainDataInfo
+
+    if kind not in KINDS:
+        raise WeightsError(f"--kind: unknown kind '{kind}', choose from {sorted(KINDS)}")
+    spec = KINDS[kind]
+    if spec.task and config.task != spec.task:
+        raise WeightsError(
+            f"--kind {kind} fills '{spec.task}' models, the config is '{config.task}'"
+        )
+    checkpoint = read_checkpoint(path)
+    tensors = spec.tensors(checkpoint)
+    sizes = spec.sizes(tensors)
+    num_classes = sizes.pop("num_classes") or 1
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        for field, value in sizes.items():
+            config.model[field] = value
+    task = TASKS[config.task]
+    info = TrainDataInfo(num_examples=0, steps_per_epoch=1, num_classes=num_classes)
+    model = task.create_model(config, info)
+    init = jax.jit(lambda key: task.init_variables(model, key, config=config))
+    fresh = flatten_variables(jax.device_get(init(jax.random.key(config.seed))))
+    shapes = {name: tuple(value.shape) for name, value in fresh.items()}
+    required = {k: v for k, v in shapes.items() if spec.required(k)}
+    optional = {k: v for k, v in shapes.items() if not spec.required(k)}
+    converted = apply_rules(tensors, spec.rules(config), required, str(path), optional)
+    return Imported(
+        model=model,
+        variables=unflatten_variables({**fresh, **converted}),
+        config=config,
+        info=info,
+        kept_fresh=sorted(set(fresh) - set(converted)),
+        metadata=checkpoint.metadata,
+    )

@@ -1,0 +1,147 @@
+"""Read weights files into a flat name -> NumPy array mapping, never executing code.
+
+Formats: PyTorch `.pth` / `.pt` / `.pth.tar` / `.bin` (zip and legacy pickle; read with
+`torch.load(weights_only=True)`, which only rebuilds tensors and plain containers, so a file
+that pickles a callable is refused), `.safetensors` and `.npz` (`allow_pickle=False`).
+
+Nested containers are flattened with '.'-joined names, e.g. SSAN's `best.pth.tar`
+`{'network': state_dict, 'WN': ..., 'WL': ..., 'epoch', 'test_best'}` gives
+'network.ImageExtract.0.weight', 'WN.W.0.block.weight', ...; lists use their index
+('state_dicts.0.base.conv1.weight'). Non-tensor scalars (epoch, scores) go to the metadata.
+DataParallel's 'module.' prefix is removed from every name. Torch is needed only for PyTorch
+files (`pip install 'reid_jax[convert]'`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PYTORCH_SUFFIXES = (".pth", ".pt", ".tar", ".bin", ".ckpt")
+
+
+class WeightsError(ValueError):
+    """A weights file cannot be read or does not fit the model; the message names the file
+    and the tensors."""
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """Contents of a weights file.
+
+    Attributes:
+      path: the file.
+      tensors: flat name -> array (float arrays as stored, e.g. float32; names '.'-joined).
+      metadata: flat name -> plain value (int, float, str, bool) found beside the tensors.
+    """
+
+    path: Path
+    tensors: dict[str, np.ndarray]
+    metadata: dict[str, Any]
+
+    def sub(self, prefix: str) -> dict[str, np.ndarray]:
+        """Tensors under `prefix` ('network.'), with the prefix removed."""
+        return {k[len(prefix) :]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+
+
+def _strip_module(name: str) -> str:
+    return ".".join(part for part in name.split(".") if part != "module")
+
+
+def _flatten(tree: Any, prefix: str, tensors: dict, metadata: dict, to_numpy) -> None:
+    if isinstance(tree, Mapping):
+        for key, value in tree.items():
+            _flatten(value, f"{prefix}{key}.", tensors, metadata, to_numpy)
+    elif isinstance(tree, (list, tuple)):
+        for index, value in enumerate(tree):
+            _flatten(value, f"{prefix}{index}.", tensors, metadata, to_numpy)
+    else:
+        name = _strip_module(prefix[:-1])
+        array = to_numpy(tree)
+        if array is not None:
+            tensors[name] = array
+        elif isinstance(tree, (int, float, str, bool)) or tree is None:
+            metadata[name] = tree
+
+
+def _read_pytorch(path: Path) -> Any:
+    try:
+        import torch
+    except ImportError:
+        raise WeightsError(
+            f"{path}: reading PyTorch files needs torch: pip install 'reid_jax[convert]'"
+        ) from None
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else ""
+        raise WeightsError(
+            f"{path}: refused: the file holds more than tensors and plain containers "
+            f"(weights-only unpickling failed: {first_line})"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise WeightsError(f"{path}: not a readable PyTorch file ({error})") from None
+
+
+def _torch_to_numpy(value: Any) -> np.ndarray | None:
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        if value.dtype == torch.bfloat16:
+            value = value.float()
+        return value.numpy()
+    return None
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Reads a weights file (see the module docstring for formats and naming).
+
+    Raises:
+      FileNotFoundError: no such file.
+      WeightsError: an unknown format, an unreadable file, or one that needs code to load.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such weights file")
+    tensors: dict[str, np.ndarray] = {}
+    metadata: dict[str, Any] = {}
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: np.asarray(data[name]) for name in data.files}
+        except (OSError, ValueError) as error:
+            raise WeightsError(f"{path}: not a readable .npz file ({error})") from None
+        for name, array in arrays.items():
+            if array.dtype.kind in "fiub" and array.ndim > 0:
+                tensors[_strip_module(name)] = array
+            else:
+                metadata[name] = array.item() if array.ndim == 0 else array.tolist()
+    elif path.suffix == ".safetensors":
+        try:
+            from safetensors.numpy import load_file
+        except ImportError:
+            raise WeightsError(
+                f"{path}: reading .safetensors needs safetensors: pip install 'reid_jax[convert]'"
+            ) from None
+        try:
+            tensors = {_strip_module(k): v for k, v in load_file(str(path)).items()}
+        except Exception as error:  # safetensors raises its own error types
+            raise WeightsError(f"{path}: not a readable .safetensors file ({error})") from None
+    elif path.suffix in PYTORCH_SUFFIXES:
+        _flatten(_read_pytorch(path), "", tensors, metadata, _torch_to_numpy)
+    else:
+        raise WeightsError(
+            f"{path}: unknown weights format '{path.suffix}' (expected .pth, .pt, .pth.tar, "
+            ".bin, .safetensors or .npz)"
+        )
+    if not tensors:
+        raise WeightsError(f"{path}: holds no tensors")
+    return Checkpoint(path=path, tensors=tensors, metadata=metadata)
