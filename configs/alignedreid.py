@@ -66,6 +66,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             local_dim=128 if paper else 64,  # c
             backbone_depth=50 if paper else 18,
             backbone_width=1.0 if paper else 0.25,
+            # ImageNet ResNet state dict with torchvision names (.pth, .safetensors, .npz)
+            # loaded into the trunk at initialisation; the papers start from ImageNet, so
+            # real-data runs warn when this is empty.
+            pretrained_trunk="",
             # 2: an (H/32) x (W/32) map, 8 stripes at 256 x 128 (§2); the embedded 128 x 64 input
             # uses stride 1 to keep 8 stripes.
             last_stride=2 if paper else 1,

@@ -68,6 +68,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             relation_dim=512 if paper else 64,  # D / 2
             backbone_depth=50 if paper else 18,
             backbone_width=1.0 if paper else 0.25,
+            # ImageNet ResNet state dict with torchvision names (.pth, .safetensors, .npz)
+            # loaded into the trunk at initialisation; the papers start from ImageNet, so
+            # real-data runs warn when this is empty.
+            pretrained_trunk="",
             last_stride=2,
             dropout_rate=0.3,
             leaky_slope=0.25,

@@ -213,3 +213,38 @@ def load_initial_variables(
             + "; ".join(report.problems())
         )
     return flat_weights.unflatten_variables(merged), report
+
+
+def load_pretrained_trunk(
+    variables: Mapping[str, Any], path: str | os.PathLike, prefixes: Sequence[str]
+) -> tuple[dict[str, Any], list[str]]:
+    """Loads an ImageNet ResNet state dict (torchvision names; .pth, .safetensors or .npz)
+    into every trunk of a model.
+
+    Args:
+      variables: fresh model variables.
+      path: the trunk file.
+      prefixes: Flax paths of the trunks, e.g. ('backbone/',) or ('model_0/backbone/', ...).
+
+    Returns:
+      (nested variables as NumPy arrays, the Flax paths that were loaded).
+
+    Raises:
+      WeightsError: the file does not fill a trunk exactly (e.g. another depth or width).
+    """
+    from reid_jax.weights import read_checkpoint, torchvision_resnet
+    from reid_jax.weights.mapping import apply_rules
+
+    tensors = torchvision_resnet.trunk_tensors(read_checkpoint(path))
+    flat = flat_weights.flatten_variables(variables)
+    loaded: list[str] = []
+    for prefix in prefixes:
+        expected = {
+            name: tuple(np.shape(value))
+            for name, value in flat.items()
+            if name.split("/", 1)[1].startswith(prefix)
+        }
+        converted = apply_rules(tensors, torchvision_resnet.rules(prefix), expected, str(path))
+        flat.update(converted)
+        loaded += sorted(converted)
+    return flat_weights.unflatten_variables(flat), loaded

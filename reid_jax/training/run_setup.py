@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 import optax
+from absl import logging
 
 from reid_jax import config_lib, sharding
 from reid_jax.training import checkpoint, init_from, optim, run_folder
@@ -143,16 +144,38 @@ def check_batch_sizes(config: Any, mesh: jax.sharding.Mesh) -> None:
 
 
 def initial_variables(setup: RunSetup, config: Any) -> tuple[Any, init_from.LoadReport | None]:
-    """Step-0 model variables: the fresh initialisation, with `config.init_from` loaded over it.
+    """Step-0 model variables: the fresh initialisation, with `config.model.pretrained_trunk`
+    and then `config.init_from` loaded over it.
 
     Returns:
-      (variables replicated on the mesh, load report or None without init_from).
+      (variables replicated on the mesh, init_from load report or None without init_from).
     """
     variables = setup.init_variables(jax.random.key(config.seed))
-    if not config.init_from:
+    # Tasks with a ResNet trunk name where it goes (and have config.model.pretrained_trunk).
+    prefixes = getattr(setup.task, "trunk_prefixes", None)
+    trunk = config.model.pretrained_trunk if prefixes is not None else ""
+    if prefixes is not None and not trunk and config.data.dataset != "embedded":
+        _say(
+            "warning: config.model.pretrained_trunk is empty: the trunk trains from scratch and "
+            "results will be below the papers (which start from ImageNet weights)"
+        )
+    if not trunk and not config.init_from:
         return variables, None
-    loaded, report = init_from.load_initial_variables(jax.device_get(variables), config)
-    return sharding.replicate(loaded, setup.mesh), report
+    variables = jax.device_get(variables)
+    if trunk:
+        variables, loaded = init_from.load_pretrained_trunk(variables, trunk, prefixes(config))
+        _say(f"pretrained_trunk {trunk}: loaded {len(loaded)} arrays into {prefixes(config)}")
+    report = None
+    if config.init_from:
+        variables, report = init_from.load_initial_variables(variables, config)
+    return sharding.replicate(variables, setup.mesh), report
+
+
+def _say(message: str) -> None:
+    """One line on stdout (process 0) and in the log."""
+    logging.info(message)
+    if jax.process_index() == 0:
+        print(message, flush=True)
 
 
 def make_train_step(

@@ -364,6 +364,11 @@ def loss_fn(
     return terms["loss"], (terms, mutated["batch_stats"])
 
 
+def trunk_prefixes(config: Any) -> tuple[str, ...]:
+    """Where `config.model.pretrained_trunk` goes: every model's ResNet (all M start from it)."""
+    return tuple(f"model_{i}/backbone/" for i in range(config.model.num_models))
+
+
 def selectable_metrics(config: Any) -> set[str]:
     """Metric paths `evaluate` reports, for `eval.select_metric` (e.g. 'model_0/global/mAP')."""
     kinds = list(config.eval.distances)

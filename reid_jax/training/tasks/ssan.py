@@ -277,6 +277,12 @@ def loss_fn(
     return terms["loss"], (terms, mutated["batch_stats"])
 
 
+def trunk_prefixes(config: Any) -> tuple[str, ...]:
+    """Where `config.model.pretrained_trunk` goes: the ResNet under 'backbone/'."""
+    del config
+    return ("backbone/",)
+
+
 def selectable_metrics(config: Any) -> set[str]:
     """Metric paths `evaluate` reports, for `eval.select_metric` (e.g. 'sum/R1')."""
     del config
