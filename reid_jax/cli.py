@@ -3,6 +3,7 @@
     reid-jax train --config configs/ssan.py[:variant,smoke] --workdir DIR [--config.x.y=v ...]
     reid-jax evaluate --workdir DIR [--best | --step N] [--config.eval.x=v ...]
     reid-jax evaluate --features FILE.npz --workdir OUT [--rerank]
+    reid-jax import-weights --kind KIND --input FILE --config FILE[:ARG] --workdir OUT
 
 Config errors, dataset format errors, missing paths and mistyped overrides print one line and
 exit with status 2 (`--debug` shows the traceback instead).
@@ -36,6 +37,11 @@ COMMANDS = {
         "evaluate a run folder's checkpoint, or a saved features file",
         "reid-jax evaluate --workdir runs/ssan",
     ),
+    "import-weights": (
+        "convert a PyTorch checkpoint into a run folder (evaluate it, or fine-tune from it)",
+        "reid-jax import-weights --kind ssan_official --input best.pth.tar "
+        "--config configs/ssan.py:cuhk_pedes --workdir runs/ssan_official",
+    ),
 }
 
 
@@ -51,6 +57,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _build_parser() -> _Parser:
+    from reid_jax.weights import KINDS as weight_kinds
+
     epilog = "commands:\n" + "\n".join(
         f"  {name:<10} {summary}\n             e.g. {example}"
         for name, (summary, example) in COMMANDS.items()
@@ -87,7 +95,22 @@ def _build_parser() -> _Parser:
         "--rerank", action="store_true", help="--features: k-reciprocal re-ranking"
     )
 
-    for sub in (train, evaluate):
+    imports = commands.add_parser(
+        "import-weights", help=COMMANDS["import-weights"][0], epilog=COMMANDS["import-weights"][1]
+    )
+    imports.add_argument(
+        "--kind",
+        required=True,
+        choices=sorted(weight_kinds),
+        help="which converter (reid_jax.weights.KINDS)",
+    )
+    imports.add_argument(
+        "--input", required=True, help="the weights file (.pth, .safetensors, .npz)"
+    )
+    imports.add_argument("--config", required=True, help="config file[:arg] of the target model")
+    imports.add_argument("--workdir", required=True, help="run folder to write (must be new)")
+
+    for sub in (train, evaluate, imports):
         sub.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
 
@@ -184,9 +207,22 @@ def _evaluate(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> Non
     evaluate.evaluate_checkpoint(args.workdir, config, step=args.step, best=args.best)
 
 
+def _import_weights(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
+    from reid_jax.weights.run_folder_export import import_to_run_folder
+
+    config = _load_config(args, overrides)
+    workdir = import_to_run_folder(args.kind, args.input, config, args.workdir)
+    print(
+        f"imported {args.input} ({args.kind}) into {workdir}; evaluate with: reid-jax evaluate "
+        f"--workdir {workdir}; fine-tune with: --config.init_from={workdir}",
+        flush=True,
+    )
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, list[tuple[str, str]]], None]] = {
     "train": _train,
     "evaluate": _evaluate,
+    "import-weights": _import_weights,
 }
 
 
@@ -195,8 +231,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from reid_jax.config_lib import ConfigError
     from reid_jax.data.errors import DatasetFormatError
     from reid_jax.training.init_from import InitFromError
+    from reid_jax.weights.readers import WeightsError
 
-    return (UsageError, ConfigError, DatasetFormatError, FileNotFoundError, InitFromError)
+    return (
+        UsageError,
+        ConfigError,
+        DatasetFormatError,
+        FileNotFoundError,
+        FileExistsError,
+        InitFromError,
+        WeightsError,
+    )
 
 
 def _is_user_error(error: BaseException) -> bool:

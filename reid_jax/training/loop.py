@@ -95,6 +95,12 @@ def _prepare_workdir(config: Any, workdir: Path, manager: Any) -> int | None:
     """
     start = manager.latest_step()
     is_main = jax.process_index() == 0
+    if start == 0:  # only `reid-jax import-weights` writes a step-0 checkpoint
+        raise config_lib.ConfigError(
+            "init_from",
+            f"{workdir} holds imported weights, not a training run: train in a new --workdir "
+            f"with --config.init_from={workdir}",
+        )
     if start is not None:
         changed = run_folder.check_resume_config(workdir, config)
         if changed and is_main:
