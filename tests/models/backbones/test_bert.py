@@ -189,11 +189,12 @@ def test_real_minilm_weights_match_transformers(torch_modules):
 def test_padding_does_not_change_real_tokens():
     model = BertModel(**TINY, fusion_layer=TINY["num_layers"])
     ids, mask = text_batch(TINY["vocab_size"], batch=2, length=8)
-    variables = model.init(KEY, ids, mask, train=False)
+    variables = jax.jit(functools.partial(model.init, train=False))(KEY, ids, mask)
+    apply = jax.jit(functools.partial(model.apply, train=False))
     padded_ids = np.pad(ids, ((0, 0), (0, 4)))
     padded_mask = np.pad(mask, ((0, 0), (0, 4)))
-    short = model.apply(variables, ids, mask, train=False)["hidden"]
-    long = model.apply(variables, padded_ids, padded_mask, train=False)["hidden"]
+    short = apply(variables, ids, mask)["hidden"]
+    long = apply(variables, padded_ids, padded_mask)["hidden"]
     valid = mask.astype(bool)
     np.testing.assert_allclose(np.asarray(long)[:, :8][valid], np.asarray(short)[valid], atol=1e-5)
 
@@ -203,10 +204,13 @@ def test_remat_keeps_parameter_paths_and_outputs():
     image = np.ones((3, 5, IMAGE_WIDTH), np.float32)
     plain, remat = BertModel(**TINY, fusion_layer=1), BertModel(**TINY, fusion_layer=1, remat=True)
     assert expected_shapes(plain, ids, mask, image) == expected_shapes(remat, ids, mask, image)
-    variables = plain.init(KEY, ids, mask, image, train=False)
-    rngs = {"dropout": jax.random.key(1)}
-    a = plain.apply(variables, ids, mask, image, train=True, rngs=rngs)["hidden"]
-    b = remat.apply(variables, ids, mask, image, train=True, rngs=rngs)["hidden"]
+    variables = jax.jit(functools.partial(plain.init, train=False))(KEY, ids, mask, image)
+
+    def run(model):
+        apply = functools.partial(model.apply, train=True, rngs={"dropout": jax.random.key(1)})
+        return jax.jit(apply)(variables, ids, mask, image)["hidden"]
+
+    a, b = run(plain), run(remat)
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
