@@ -3,7 +3,7 @@
 `KINDS` names every converter (an explicit dict, no import strings):
   torchvision_resnet        ImageNet ResNet-18/34/50 -> the task's trunk (heads fresh)
   ssan_official             the official SSAN network + saved ID classifiers -> SSAN
-  alignedreid_reproduction  the re-production's Model -> AlignedReID (model_0)
+  alignedreid_reproduction  the re-production's Model(s) -> AlignedReID (model_0 ..)
 `import_weights(kind, path, config)` returns the task's model (sizes the config cannot know,
 such as the number of identities or the vocabulary size, taken from the checkpoint) and its
 variables; `reid-jax import-weights` writes them as a run folder.
@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from reid_jax.weights import alignedreid_reproduction, ssan_official, torchvision_resnet
-from reid_jax.weights.flat import flatten_variables, unflatten_variables
+from reid_jax.weights.flat import flatten_shapes, unflatten_variables
 from reid_jax.weights.mapping import Rule, apply_rules
 from reid_jax.weights.readers import Checkpoint, WeightsError, read_checkpoint
 
@@ -90,7 +90,7 @@ KINDS: dict[str, Kind] = {
         task="alignedreid",
         tensors=alignedreid_reproduction.model_tensors,
         sizes=alignedreid_reproduction.sizes,
-        rules=lambda config: alignedreid_reproduction.rules("model_0/"),
+        rules=lambda config: alignedreid_reproduction.rules(config.model.num_models),
         required=lambda path: (
             not path.split("/", 2)[2].startswith(alignedreid_reproduction.OPTIONAL)
         ),
@@ -108,7 +108,7 @@ class Imported:
       config: the config as used (model sizes from the checkpoint).
       info: the data facts the model was built with (num_classes from the checkpoint).
       kept_fresh: Flax paths the file did not fill (fresh initialisation kept).
-      metadata: the file's non-tensor values (epoch, scores).
+      metadata: the file's top-level non-tensor values (epoch, scores).
     """
 
     model: Any
@@ -164,17 +164,41 @@ def convert_checkpoint(kind: str, path: str | os.PathLike, config: Any) -> Impor
     task = TASKS[config.task]
     info = TrainDataInfo(num_examples=0, steps_per_epoch=1, num_classes=num_classes)
     model = task.create_model(config, info)
-    init = jax.jit(lambda key: task.init_variables(model, key, config=config))
-    fresh = flatten_variables(jax.device_get(init(jax.random.key(config.seed))))
-    shapes = {name: tuple(value.shape) for name, value in fresh.items()}
+    key = jax.random.key(config.seed)
+    shapes = flatten_shapes(
+        jax.eval_shape(lambda k: task.init_variables(model, k, config=config), key)
+    )
     required = {k: v for k, v in shapes.items() if spec.required(k)}
     optional = {k: v for k, v in shapes.items() if not spec.required(k)}
+    # Checked against shapes first, so a file that does not fit fails before any compute.
     converted = apply_rules(tensors, spec.rules(config), required, str(path), optional)
+    kept_fresh = sorted(set(shapes) - set(converted))
     return Imported(
         model=model,
-        variables=unflatten_variables({**fresh, **converted}),
+        variables=unflatten_variables(
+            {**_fresh_leaves(task, model, key, config, kept_fresh), **converted}
+        ),
         config=config,
         info=info,
-        kept_fresh=sorted(set(fresh) - set(converted)),
-        metadata=checkpoint.metadata,
+        kept_fresh=kept_fresh,
+        # Top-level values only (epoch, scores): optimizer hyperparameters say nothing here.
+        metadata={k: v for k, v in checkpoint.metadata.items() if "." not in k},
     )
+
+
+def _fresh_leaves(task: Any, model: Any, key: jax.Array, config: Any, names: list[str]) -> dict:
+    """The task's initial values of `names` only: XLA drops the initialisers of every other
+    variable from the jitted program, so a full-size trunk is never initialised for nothing."""
+    if not names:
+        return {}
+
+    def leaf(tree: Any, name: str) -> jax.Array:
+        for part in name.split("/"):
+            tree = tree[part]
+        return tree
+
+    def init(k: jax.Array) -> dict[str, jax.Array]:
+        variables = task.init_variables(model, k, config=config)
+        return {name: leaf(variables, name) for name in names}
+
+    return jax.device_get(jax.jit(init)(key))

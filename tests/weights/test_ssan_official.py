@@ -54,12 +54,13 @@ def official(torchvision, tmp_path_factory):
         image = [t.numpy() for t in network.img_embedding(images)]
         text = [t.numpy() for t in network.txt_embedding(captions, lengths)]
     inputs = (to_nhwc(images), captions.numpy().astype(np.int32), lengths.numpy().astype(np.int32))
-    return path, inputs, image, text
+    # Converted once for both tests (a full-size ResNet-50 + BiLSTM model).
+    imported = convert_checkpoint("ssan_official", path, _paper_config())
+    return path, imported, inputs, image, text
 
 
 def test_six_embeddings_match_the_official_network(official):
-    path, (images, captions, lengths), image, text = official
-    imported = convert_checkpoint("ssan_official", path, _paper_config())
+    _, imported, (images, captions, lengths), image, text = official
     model, variables = imported.model, imported.variables
     got_image = jax.jit(lambda v, x: model.apply(v, x, method=model.encode_image))(
         variables, images
@@ -77,14 +78,14 @@ def test_six_embeddings_match_the_official_network(official):
             ("parts", parts.transpose(0, 2, 1)),
             ("relation", relation.transpose(0, 2, 1)),
         ):
-            diff = float(np.max(np.abs(np.asarray(got[level]) - want)))
             assert got[level].shape == want.shape, (name, level)
+            diff = float(np.max(np.abs(np.asarray(got[level]) - want)))
+            print(f"ssan {name} {level}: max abs diff {diff:.2e}")  # shown with pytest -rP
             assert diff <= 1e-4, (name, level, diff, float(np.max(np.abs(want))))
 
 
 def test_sizes_classifiers_and_metadata_come_from_the_file(official):
-    path = official[0]
-    imported = convert_checkpoint("ssan_official", path, _paper_config())
+    path, imported = official[:2]
     assert imported.config.model.vocab_size == VOCAB and imported.info.num_classes == CLASSES
     assert imported.metadata == {"epoch": 17, "test_best": 61.4}
     params = imported.variables["params"]

@@ -50,6 +50,8 @@ def test_converted_trunk_matches_torchvision(depth, torchvision, tmp_path):
     )
     scale = float(np.max(np.abs(want)))
     assert got.shape == want.shape and 0.5 < scale < 50  # not near zero, not blown up
+    diff = float(np.max(np.abs(np.asarray(got) - want)))
+    print(f"resnet{depth} trunk: max abs diff {diff:.2e}, max |feature| {scale:.2f}")  # -rP
     tolerance = 1e-4 if depth == 18 else 1e-4 * scale
     np.testing.assert_allclose(np.asarray(got), want, atol=tolerance, rtol=0)
 
