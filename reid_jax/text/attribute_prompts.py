@@ -1,0 +1,205 @@
+"""Attribute prompt sets of APTM (MALS, PA-100K) and the label -> prompt mapping.
+
+Facts: aptm §2.1 (prompt ``2i + y_i`` is the correct one for attribute ``i``, ``y_i = -1`` is
+unknown), §2.2 (the 54 MALS prompts, label 0 first, not "present first") and §2.3 (the 52
+PA-100K prompts, absent first; the reference's grammatical slips, including the LowerStripe
+prompt that says "upper clothes", are kept because the released checkpoints used them).
+Plain Python/NumPy; the strings are tokenised once per run (padded to the longest prompt).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_MALS_COLOURED = [
+    ("upper", colour)
+    for colour in ("black", "white", "red", "purple", "yellow", "blue", "green", "gray")
+] + [
+    ("lower", colour)
+    for colour in ("black", "white", "purple", "yellow", "blue", "green", "pink", "gray", "brown")
+]
+
+
+def _mals_pairs() -> list[tuple[str, str]]:
+    pairs = [
+        ("the person is a woman", "the person is a man"),
+        ("the person is younger than 18 years old", "the person is older than 18 years old"),
+        ("the person with short hair", "the person with long hair"),
+    ]
+    pairs += [
+        (f"the person with a {item}", f"the person without a {item}")
+        for item in ("hat", "backpack", "handbag", "bag")
+    ]
+    pairs += [
+        (
+            "the person wears long sleeved upper clothes",
+            "the person wears short sleeved upper clothes",
+        ),
+        (
+            "the person wears long dress or long pants",
+            "the person wears short dress or short pants",
+        ),
+        ("the person wears dress or skirt", "the person wears pants or shorts"),
+    ]
+    pairs += [
+        (
+            f"the person wears {colour} {part} clothes",
+            f"the person does not wear {colour} {part} clothes",
+        )
+        for part, colour in _MALS_COLOURED
+    ]
+    return pairs
+
+
+_PA100K_PAIRS = [
+    ("the person is a man", "the person is a woman"),
+    ("the person is no more than 60 years old", "the person is older than 60 years old"),
+    ("the person is a young or old one", "the person is of mid age, between 18 and 60 years old"),
+    ("the person is older than 18", "the person is a baby or a teenager, younger than 18"),
+    ("the picture is not the front of the person", "the picture shows the front of the person"),
+    ("the picture is not the side of the person", "the picture shows the side of the person"),
+    ("the picture is not the back of the person", "the picture shows the back of the person"),
+    ("a person without a hat", "a person with a hat"),
+    ("a person without a glasses", "a person with a glasses"),
+    ("a person without a handbag", "a person with a handbag"),
+    ("a person without a shoulder bag", "a person with a shoulder bag"),
+    ("a person without a backpack", "a person with a backpack"),
+    ("the person does not hold an object in front", "the person hold an object in front"),
+    (
+        "the person does not wear short sleeved upper clothes",
+        "the person wears short sleeved upper clothes",
+    ),
+    (
+        "the person does not wear long sleeved upper clothes",
+        "the person wears long sleeved upper clothes",
+    ),
+    (
+        "there is no stride on the upper clothes of the person",
+        "there is stride on the upper clothes of the person",
+    ),
+    (
+        "there is no logo on the upper clothes of the person",
+        "there is logo on the upper clothes of the person",
+    ),
+    (
+        "there is no plaid on the upper clothes of the person",
+        "there is plaid on the upper clothes of the person",
+    ),
+    (
+        "there is no splice on the upper clothes of the person",
+        "there is splice on the upper clothes of the person",
+    ),
+    # aptm §2.3 row 19 (LowerStripe): "upper clothes" is the reference's slip, kept.
+    (
+        "there is no stripe on the upper clothes of the person",
+        "there is stripe on the upper clothes of the person",
+    ),
+    (
+        "there is no pattern on the lower part of the person",
+        "there is pattern on the lower part of the person",
+    ),
+    ("the person does not wear long coat", "the person wears long coat"),
+    ("the person does not wear trousers", "the person wears trousers"),
+    ("the person does not wear shorts", "the person wears shorts"),
+    ("the person does not wear a skirt or a dress", "the person wears a skirt or a dress"),
+    ("the person does not wear boots", "the person wears boots"),
+]
+
+MALS_ATTRIBUTES: tuple[str, ...] = (
+    "gender",
+    "age",
+    "hair length",
+    "hat",
+    "backpack",
+    "handbag",
+    "bag",
+    "sleeve length",
+    "lower-body length",
+    "lower-body type",
+) + tuple(f"{part} {colour}" for part, colour in _MALS_COLOURED)
+
+PA100K_ATTRIBUTES: tuple[str, ...] = (
+    "Female",
+    "AgeOver60",
+    "Age18-60",
+    "AgeLess18",
+    "Front",
+    "Side",
+    "Back",
+    "Hat",
+    "Glasses",
+    "HandBag",
+    "ShoulderBag",
+    "Backpack",
+    "HoldObjectsInFront",
+    "ShortSleeve",
+    "LongSleeve",
+    "UpperStride",
+    "UpperLogo",
+    "UpperPlaid",
+    "UpperSplice",
+    "LowerStripe",
+    "LowerPattern",
+    "LongCoat",
+    "Trousers",
+    "Shorts",
+    "Skirt&Dress",
+    "boots",
+)
+
+# Flattened in pair order: prompt 2i is the label-0 prompt of attribute i, 2i + 1 the label-1.
+MALS_PROMPTS: tuple[str, ...] = tuple(p for pair in _mals_pairs() for p in pair)
+PA100K_PROMPTS: tuple[str, ...] = tuple(p for pair in _PA100K_PAIRS for p in pair)
+
+
+def prompt_set(name: str) -> tuple[str, ...]:
+    """The prompt strings of one attribute set, in the reference's order (aptm §2.2, §2.3).
+
+    Args:
+      name: ``"mals"`` (27 attributes, 54 prompts) or ``"pa100k"`` (26 attributes, 52 prompts).
+
+    Returns:
+      tuple of 2A prompt strings; index ``2i + y`` is the prompt for label ``y`` of attribute i.
+    """
+    sets = {"mals": MALS_PROMPTS, "pa100k": PA100K_PROMPTS}
+    if name not in sets:
+        raise ValueError(f"unknown attribute prompt set {name!r}; expected one of {sorted(sets)}")
+    return sets[name]
+
+
+def correct_prompt_index(attribute_labels: np.ndarray) -> np.ndarray:
+    """Index of the prompt stating each known label (aptm §2.1): ``2i + y_i``, -1 where unknown.
+
+    Args:
+      attribute_labels: [B, K] int labels in {-1, 0, 1}.
+
+    Returns:
+      [B, K] int64 prompt indices in [0, 2K), or -1 where the label is -1.
+    """
+    labels = np.asarray(attribute_labels)
+    index = 2 * np.arange(labels.shape[-1]) + labels
+    return np.where(labels < 0, -1, index)
+
+
+def prompt_targets(attribute_labels):
+    """Per-prompt targets Y of aptm §2.1: ``Y[:, 2i] = 1 - y_i``, ``Y[:, 2i+1] = y_i``, -1 unknown.
+
+    Works on NumPy and JAX arrays alike (used inside the jitted IAM/MAM losses).
+
+    Args:
+      attribute_labels: [B, K] int labels in {-1, 0, 1}.
+
+    Returns:
+      [B, 2K] int targets in {-1, 0, 1} (1: the image has the value the prompt states).
+    """
+    xp = np if isinstance(attribute_labels, np.ndarray) else _jnp()
+    labels = attribute_labels
+    pairs = xp.stack([1 - labels, labels], axis=-1)
+    pairs = xp.where((labels < 0)[..., None], -1, pairs)
+    return pairs.reshape(*labels.shape[:-1], 2 * labels.shape[-1])
+
+
+def _jnp():
+    import jax.numpy as jnp
+
+    return jnp
