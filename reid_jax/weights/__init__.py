@@ -157,10 +157,12 @@ def convert_checkpoint(kind: str, path: str | os.PathLike, config: Any) -> Impor
     tensors = spec.tensors(checkpoint)
     sizes = spec.sizes(tensors)
     num_classes = sizes.pop("num_classes") or 1
+    unknown = sorted(field for field in sizes if field not in config.model)
+    if unknown:  # never add fields silently: the converter and the task disagree
+        raise WeightsError(f"--kind {kind}: config.model has no field(s) {unknown}")
     config = config.copy_and_resolve_references()
     with config.unlocked():
-        for field, value in sizes.items():
-            config.model[field] = value
+        config.model.update(sizes)
     task = TASKS[config.task]
     info = TrainDataInfo(num_examples=0, steps_per_epoch=1, num_classes=num_classes)
     model = task.create_model(config, info)

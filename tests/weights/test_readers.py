@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import sys
 
 import numpy as np
 import pytest
@@ -86,3 +87,10 @@ def test_bad_files_name_the_file(tmp_path):
     torch.save({"epoch": 3}, tmp_path / "empty.pth")
     with pytest.raises(WeightsError, match="empty.pth: holds no tensors"):
         read_checkpoint(tmp_path / "empty.pth")
+
+
+def test_pytorch_files_without_torch_name_the_extra(tmp_path, monkeypatch):
+    torch.save(_state(), tmp_path / "model.pth")
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    with pytest.raises(WeightsError, match=r"model\.pth: .*pip install 'reid_jax\[convert\]'"):
+        read_checkpoint(tmp_path / "model.pth")
