@@ -82,7 +82,7 @@ def itc_loss(
         image_feats = scale_gradient(image_feats, 1.0 / num_reference_devices)
         text_feats = scale_gradient(text_feats, 1.0 / num_reference_devices)
     logits = jnp.einsum("nd,md->nm", image_feats, text_feats, precision=_HIGHEST)
-    logits = logits / temperature.astype(jnp.float32)
+    logits = logits / jnp.asarray(temperature, jnp.float32)
     same = (labels[:, None] == labels[None, :]).astype(jnp.float32)
     targets = same / jnp.sum(same, axis=1, keepdims=True)
     # Q is symmetric, so the column (text-to-image) term uses the same targets transposed.
@@ -153,7 +153,7 @@ def iac_loss(
         image_feats.astype(jnp.float32),
         prompt_feats.astype(jnp.float32),
         precision=_HIGHEST,
-    ) / temperature.astype(jnp.float32)
+    ) / jnp.asarray(temperature, jnp.float32)
     logits = logits.reshape(batch // group_size, group_size, num_attributes, 2)
     labels = attribute_labels.reshape(batch // group_size, group_size, num_attributes)
 
@@ -169,6 +169,8 @@ def iac_loss(
     return jnp.mean(jax.vmap(one_group)(logits, labels))
 
 
+EDA_TWIN_WEIGHT = 0.8  # aptm §4.4: hard-coded weight of the EDA-caption ITC and ITM terms.
+
 # aptm §4.6; the task module sums the terms it computed with these weights. `apl_*` are the
 # three attribute terms; MALS pre-training weights them 0.8 / 3 each (beta * mean of three).
 PRETRAIN_WEIGHTS: Mapping[str, float] = {
@@ -181,9 +183,9 @@ PRETRAIN_WEIGHTS: Mapping[str, float] = {
 }
 FINETUNE_WEIGHTS: Mapping[str, float] = {
     "itc": 1.0,
-    "itc_eda": 0.8,
+    "itc_eda": EDA_TWIN_WEIGHT,
     "itm": 1.0,
-    "itm_eda": 0.8,
+    "itm_eda": EDA_TWIN_WEIGHT,
     "mlm": 1.0,
 }
 PA100K_WEIGHTS: Mapping[str, float] = {"iac": 1.0, "iam": 1.0, "mam": 1.0}

@@ -177,3 +177,14 @@ def test_combine_objectives_weights_and_names():
     np.testing.assert_allclose(contrastive.combine_objectives(pa, contrastive.PA100K_WEIGHTS)[0], 6)
     with pytest.raises(ValueError, match="do not match"):
         contrastive.combine_objectives({"itc": jnp.float32(1)}, contrastive.FINETUNE_WEIGHTS)
+
+
+def test_itc_is_vmappable_and_takes_a_python_temperature():
+    rng = np.random.default_rng(4)
+    v, t = _normalised(rng, 8, 3).reshape(2, 4, 3), _normalised(rng, 8, 3).reshape(2, 4, 3)
+    ids = jnp.asarray([[0, 0, 1, 2], [3, 4, 5, 6]])
+    batched = jax.vmap(lambda a, b, y: contrastive.itc_loss(a, b, y, 0.1))(v, t, ids)
+    for i in range(2):
+        np.testing.assert_allclose(
+            batched[i], _np_itc(v[i], t[i], np.asarray(ids[i]), 0.1), rtol=1e-5
+        )

@@ -196,3 +196,22 @@ def test_iam_loss_matches_numpy(eps):
         jnp.asarray(logits), jnp.asarray(prompts), jnp.asarray(labels), label_smoothing=eps
     )
     np.testing.assert_allclose(got, _np_iam(logits, prompts, labels, eps), rtol=1e-5)
+
+
+def test_sampling_on_a_sharded_global_batch_matches_one_device():
+    mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]), ("data",))
+    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    rng = np.random.default_rng(10)
+    labels = rng.integers(0, 6, size=16)
+    sim = rng.normal(size=(16, 16)).astype(np.float32)
+    key = jax.random.key(11)
+    want = matching.sample_itm_negatives(sim, sim.T, labels, key=key, group_size=8)
+    got = matching.sample_itm_negatives(
+        jax.device_put(sim, rows),
+        jax.device_put(np.ascontiguousarray(sim.T), rows),
+        jax.device_put(labels, rows),
+        key=key,
+        group_size=8,
+    )
+    for x, y in zip(got, want, strict=True):
+        np.testing.assert_array_equal(x, y)
