@@ -138,7 +138,9 @@ def iac_loss(
 
     Args:
       image_feats: [B, D] L2-normalised image projections (B a multiple of ``group_size``).
-      prompt_feats: [2K, D] L2-normalised prompt projections ``a`` (shared by all groups).
+      prompt_feats: [2K, D] L2-normalised prompt projections ``a`` shared by all groups, or
+        [G, 2K, D] one encoding per group (the reference encodes the prompts on every GPU,
+        each with its own dropout).
       attribute_labels: [B, K] int labels in {-1, 0, 1}.
       temperature: [] float temperature.
       group_size: reference per-GPU batch (``B_ref``); ``B // group_size`` groups.
@@ -148,14 +150,18 @@ def iac_loss(
       [] float32 mean over groups of ``(1/K) sum_i loss_i`` (reduced).
     """
     batch, num_attributes = attribute_labels.shape
+    groups = batch // group_size
+    prompt_feats = prompt_feats.astype(jnp.float32)
+    if prompt_feats.ndim == 2:
+        prompt_feats = jnp.broadcast_to(prompt_feats, (groups, *prompt_feats.shape))
     logits = jnp.einsum(
-        "bd,ad->ba",
-        image_feats.astype(jnp.float32),
-        prompt_feats.astype(jnp.float32),
+        "gpd,gad->gpa",
+        image_feats.astype(jnp.float32).reshape(groups, group_size, -1),
+        prompt_feats,
         precision=_HIGHEST,
     ) / jnp.asarray(temperature, jnp.float32)
-    logits = logits.reshape(batch // group_size, group_size, num_attributes, 2)
-    labels = attribute_labels.reshape(batch // group_size, group_size, num_attributes)
+    logits = logits.reshape(groups, group_size, num_attributes, 2)
+    labels = attribute_labels.reshape(groups, group_size, num_attributes)
 
     def one_group(group_logits: Array, group_labels: Array) -> Array:
         per_attribute = jax.vmap(

@@ -119,6 +119,7 @@ def _np_iac(v, a, labels, tau, eps, group):
     b, k = labels.shape
     group_losses = []
     for g in range(b // group):
+        prompts = a[g] if a.ndim == 3 else a
         total = 0.0
         for i in range(k):
             losses = []
@@ -126,7 +127,7 @@ def _np_iac(v, a, labels, tau, eps, group):
                 y = labels[r, i]
                 if y < 0:
                     continue
-                logits = [float(np.dot(v[r], a[2 * i + c])) / tau for c in range(2)]
+                logits = [float(np.dot(v[r], prompts[2 * i + c])) / tau for c in range(2)]
                 logp = _np_log_softmax(logits)
                 target = [eps / 2, eps / 2]
                 target[y] += 1 - eps
@@ -147,6 +148,12 @@ def test_iac_loss_matches_numpy_with_ignored_labels_and_groups(eps):
     )
     np.testing.assert_allclose(got, _np_iac(v, a, labels, 0.2, eps, 3), rtol=1e-5)
     assert np.isfinite(float(got))
+    per_group_prompts = np.stack([a, _normalised(rng, 8, 5)])
+    got = contrastive.iac_loss(
+        v, per_group_prompts, jnp.asarray(labels), 0.2, group_size=3, label_smoothing=eps
+    )
+    want = _np_iac(v, per_group_prompts, labels, 0.2, eps, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
 
 
 def test_iac_label_smoothing_targets_are_point_eight_point_two():
