@@ -7,7 +7,9 @@ that pickles a callable is refused), `.safetensors` and `.npz` (`allow_pickle=Fa
 Nested containers are flattened with '.'-joined names, e.g. SSAN's `best.pth.tar`
 `{'network': state_dict, 'WN': ..., 'WL': ..., 'epoch', 'test_best'}` gives
 'network.ImageExtract.0.weight', 'WN.W.0.block.weight', ...; lists use their index
-('state_dicts.0.base.conv1.weight'). Non-tensor scalars (epoch, scores) go to the metadata.
+('state_dicts.0.base.conv1.weight'). Non-tensor values (epoch, scores) go to the metadata,
+NumPy scalars and arrays among them as plain Python values: the weights-only load also accepts
+NumPy's data rebuilders (SSAN saves its best R@1 as a np.float64), never other callables.
 DataParallel's 'module.' prefix is removed from every name. Torch is needed only for PyTorch
 files (`pip install 'reid_jax[convert]'`).
 """
@@ -65,8 +67,25 @@ def _flatten(tree: Any, prefix: str, tensors: dict, metadata: dict, to_numpy) ->
         array = to_numpy(tree)
         if array is not None:
             tensors[name] = array
+        elif isinstance(tree, (np.generic, np.ndarray)):
+            # NumPy values beside a state dict are scores (SSAN's test_best is a np.float64).
+            metadata[name] = tree.tolist()
         elif isinstance(tree, (int, float, str, bool)) or tree is None:
             metadata[name] = tree
+
+
+def _numpy_data_globals() -> list[Any]:
+    """The NumPy names a weights-only load may resolve: rebuilders of scalars and arrays from
+    their dtype and bytes (no code runs). Official checkpoints hold them: SSAN's best.pth.tar
+    saves its best R@1 as a np.float64. Files written under NumPy 1 name numpy.core."""
+    core = getattr(np, "_core", None) or np.core
+    names = [np.dtype, np.ndarray]
+    # Unpickling a dtype sets its state, which torch allows only for listed dtype classes.
+    names += [type(np.dtype(code)) for code in "?bhilqBHILQefdgFD"]
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        names += [(core.multiarray.scalar, f"{module}.scalar")]
+        names += [(core.multiarray._reconstruct, f"{module}._reconstruct")]
+    return names
 
 
 def _read_pytorch(path: Path) -> Any:
@@ -79,15 +98,31 @@ def _read_pytorch(path: Path) -> Any:
     import pickle
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_data_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[-1] if str(error).strip() else ""
         raise WeightsError(
             f"{path}: refused: the file holds more than tensors and plain containers "
-            f"(weights-only unpickling failed: {first_line})"
+            f"({_unsafe_names(torch, path, error)}); weights files are read without running "
+            "code from them"
         ) from None
     except (RuntimeError, EOFError, OSError) as error:
         raise WeightsError(f"{path}: not a readable PyTorch file ({error})") from None
+
+
+def _unsafe_names(torch: Any, path: Path, error: Exception) -> str:
+    """What a refused file would call, read from its pickle opcodes (never executed)."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # legacy files: torch's scanner reads zip archives only
+        names = []
+    if names:
+        return "loading it would call " + ", ".join(sorted(names))
+    # torch's message mixes advice with the reason ('... unsupported GLOBAL posix.system ...').
+    advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in str(error).splitlines()]
+    reasons = [line for line in lines if line and not line.startswith(advice)]
+    return (reasons or ["weights-only unpickling failed"])[0].rstrip(".")
 
 
 def _torch_to_numpy(value: Any) -> np.ndarray | None:

@@ -41,6 +41,19 @@ def test_nested_containers_module_prefix_and_metadata(tmp_path):
     assert sorted(checkpoint.sub("network.")) == ["bn.running_var", "conv.weight"]
 
 
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_numpy_scores_beside_the_state_dict_are_metadata(tmp_path, zip_format):
+    # SSAN's best.pth.tar stores test_best = cmc[0], a np.float64 (src/test_during_train.py).
+    path = tmp_path / "best.pth.tar"
+    torch.save({"network": _state(), "test_best": np.float64(0.625), "epoch": 3,
+                "cmc": np.array([0.5, 0.75], np.float32), "count": np.int64(2)},
+               path, _use_new_zipfile_serialization=zip_format)  # fmt: skip
+    checkpoint = read_checkpoint(path)
+    assert sorted(checkpoint.tensors) == ["network.bn.running_var", "network.conv.weight"]
+    assert checkpoint.metadata == {"test_best": 0.625, "epoch": 3, "cmc": [0.5, 0.75], "count": 2}
+    assert type(checkpoint.metadata["test_best"]) is float
+
+
 def test_safetensors_and_npz(tmp_path):
     from safetensors.torch import save_file
 
@@ -61,18 +74,23 @@ class _Payload:
         return (os.system, ("echo pwned > /dev/null",))
 
 
-# The hand-pickled file uses a protocol torch.save does not; torch warns before refusing it.
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
-def test_a_pickled_callable_is_refused(tmp_path):
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_a_pickled_callable_is_refused(tmp_path, zip_format):
     path = tmp_path / "evil.pth"
-    torch.save({"weight": torch.zeros(1), "payload": _Payload()}, path)
-    with pytest.raises(WeightsError, match=r"evil\.pth: refused: the file holds more than tensors"):
+    torch.save({"weight": torch.zeros(1), "payload": _Payload()}, path,
+               _use_new_zipfile_serialization=zip_format)  # fmt: skip
+    with pytest.raises(WeightsError, match=r"evil\.pth: refused: .*posix\.system"):
         read_checkpoint(path)
-    legacy = tmp_path / "evil_legacy.pth"
-    with open(legacy, "wb") as f:
+
+
+# A plain pickle uses opcodes torch.save does not; torch warns before refusing it.
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_a_plain_pickle_is_refused(tmp_path):
+    path = tmp_path / "plain.pth"
+    with open(path, "wb") as f:
         pickle.dump({"payload": _Payload()}, f)
-    with pytest.raises(WeightsError, match="evil_legacy.pth"):
-        read_checkpoint(legacy)
+    with pytest.raises(WeightsError, match=r"plain\.pth: refused: the file holds more than"):
+        read_checkpoint(path)
 
 
 def test_bad_files_name_the_file(tmp_path):

@@ -46,7 +46,7 @@ def official(torchvision, tmp_path_factory):
             "WN": IdClassifiers(PARTS, 512, CLASSES).state_dict(),
             "WL": IdClassifiers(PARTS, 1024, CLASSES).state_dict(),
             "epoch": 17,
-            "test_best": 61.4,
+            "test_best": np.float64(61.4),  # cmc[0], as the official script saves it
         },
         path,
     )
