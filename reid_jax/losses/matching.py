@@ -34,15 +34,24 @@ def _group_blocks(matrix: Array, group_size: int) -> Array:
     return blocks[index, :, index, :]
 
 
-def _draw_row(key: Array, sim_row: Array, invalid: Array) -> tuple[Array, Array]:
-    """One negative column from ``(softmax(sim_row) + 1e-5)`` with ``invalid`` columns removed."""
-    weights = jax.nn.softmax(sim_row) + _SAMPLING_FLOOR
+def _draw_negatives(key: Array, sim: Array, invalid: Array) -> tuple[Array, Array]:
+    """One column per row from ``softmax(sim_row) + 1e-5`` with the ``invalid`` columns removed.
+
+    Args:
+      key: PRNG key.
+      sim: [P, P] float32 similarities of one group.
+      invalid: [P, P] bool, same identity.
+
+    Returns:
+      (index [P] int32, has_negative [P] bool).
+    """
+    weights = jax.nn.softmax(sim, axis=-1) + _SAMPLING_FLOOR
     logits = jnp.where(invalid, -jnp.inf, jnp.log(weights))
-    has_negative = ~jnp.all(invalid)
+    has_negative = ~jnp.all(invalid, axis=-1)
     # A row without any other identity would make every logit -inf; draw from zeros instead and
     # flag the row so its pair is dropped from the loss (the reference would crash, §4.2).
-    logits = jnp.where(has_negative, logits, 0.0)
-    return jax.random.categorical(key, logits).astype(jnp.int32), has_negative
+    logits = jnp.where(has_negative[:, None], logits, 0.0)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32), has_negative
 
 
 @functools.partial(jax.jit, static_argnames=("group_size",))
@@ -81,9 +90,8 @@ def sample_itm_negatives(
     def one_group(index: Array, s_i2t: Array, s_t2i: Array, ids: Array):
         image_key, text_key = jax.random.split(jax.random.fold_in(key, index))
         same = ids[:, None] == ids[None, :]
-        draw = jax.vmap(_draw_row)
-        text_index, text_valid = draw(jax.random.split(image_key, group_size), s_i2t, same)
-        image_index, image_valid = draw(jax.random.split(text_key, group_size), s_t2i, same)
+        text_index, text_valid = _draw_negatives(image_key, s_i2t, same)
+        image_index, image_valid = _draw_negatives(text_key, s_t2i, same)
         own = jnp.arange(group_size, dtype=jnp.int32)
         text_index = jnp.where(text_valid, text_index, own) + index * group_size
         image_index = jnp.where(image_valid, image_index, own) + index * group_size
