@@ -71,9 +71,9 @@ def test_only_valid_negative_is_always_drawn(sample_many):
 
 def test_groups_are_independent_of_each_other_and_of_the_group_count():
     rng = np.random.default_rng(2)
-    labels = jnp.asarray(rng.integers(0, 3, size=12))
-    sim_a = jnp.asarray(rng.normal(size=(12, 12)), jnp.float32)
-    sim_b = sim_a.at[4:, :].set(jnp.asarray(rng.normal(size=(8, 12)), jnp.float32))
+    labels = jnp.asarray(rng.integers(0, 3, size=8))
+    sim_a = jnp.asarray(rng.normal(size=(8, 8)), jnp.float32)
+    sim_b = sim_a.at[4:, :].set(jnp.asarray(rng.normal(size=(4, 8)), jnp.float32))
     key = jax.random.key(3)
     full_a = matching.sample_itm_negatives(sim_a, sim_a.T, labels, key=key, group_size=4)
     full_b = matching.sample_itm_negatives(sim_b, sim_b.T, labels, key=key, group_size=4)
@@ -83,26 +83,27 @@ def test_groups_are_independent_of_each_other_and_of_the_group_count():
     for x, y, z in zip(full_a, full_b, alone, strict=True):
         np.testing.assert_array_equal(np.asarray(x)[:4], np.asarray(y)[:4])
         np.testing.assert_array_equal(np.asarray(x)[:4], np.asarray(z))
-    groups = np.arange(12) // 4
+    groups = np.arange(8) // 4
     for idx in full_a[:2]:
         assert np.all(np.asarray(idx) // 4 == groups)
 
 
 def test_group_without_other_identity_is_flagged_and_left_out_of_itm():
-    labels = jnp.asarray([5, 5, 5, 1, 2, 3])  # group 0 holds one identity only
-    sim = jnp.asarray(np.random.default_rng(4).normal(size=(6, 6)), jnp.float32)
+    labels = jnp.asarray([5, 5, 5, 5, 1, 2, 3, 3])  # group 0 holds one identity only
+    sim = jnp.asarray(np.random.default_rng(4).normal(size=(8, 8)), jnp.float32)
     text_idx, image_idx, text_ok, image_ok = matching.sample_itm_negatives(
-        sim, sim.T, labels, key=jax.random.key(5), group_size=3
+        sim, sim.T, labels, key=jax.random.key(5), group_size=4
     )
-    np.testing.assert_array_equal(text_ok, [False] * 3 + [True] * 3)
+    np.testing.assert_array_equal(text_ok, [False] * 4 + [True] * 4)
     np.testing.assert_array_equal(image_ok, text_ok)
-    np.testing.assert_array_equal(np.asarray(text_idx)[:3], [0, 1, 2])
-    np.testing.assert_array_equal(np.asarray(image_idx)[:3], [0, 1, 2])
-    logits = jnp.asarray(np.random.default_rng(6).normal(size=(18, 2)), jnp.float32)
-    loss = matching.itm_loss(logits, group_size=3, image_valid=image_ok, text_valid=text_ok)
+    np.testing.assert_array_equal(np.asarray(text_idx)[:4], [0, 1, 2, 3])
+    np.testing.assert_array_equal(np.asarray(image_idx)[:4], [0, 1, 2, 3])
+    assert np.all(np.asarray(labels)[np.asarray(text_idx)[4:]] != np.asarray(labels)[4:])
+    logits = jnp.asarray(np.random.default_rng(6).normal(size=(24, 2)), jnp.float32)
+    loss = matching.itm_loss(logits, group_size=4, image_valid=image_ok, text_valid=text_ok)
     assert np.isfinite(float(loss))
     np.testing.assert_allclose(
-        loss, _np_itm(np.asarray(logits), np.asarray(image_ok), np.asarray(text_ok), 3), rtol=1e-6
+        loss, _np_itm(np.asarray(logits), np.asarray(image_ok), np.asarray(text_ok), 4), rtol=1e-6
     )
 
 
@@ -202,16 +203,16 @@ def test_sampling_on_a_sharded_global_batch_matches_one_device():
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:8]), ("data",))
     rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
     rng = np.random.default_rng(10)
-    labels = rng.integers(0, 6, size=16)
-    sim = rng.normal(size=(16, 16)).astype(np.float32)
+    labels = rng.integers(0, 3, size=8)
+    sim = rng.normal(size=(8, 8)).astype(np.float32)
     key = jax.random.key(11)
-    want = matching.sample_itm_negatives(sim, sim.T, labels, key=key, group_size=8)
+    want = matching.sample_itm_negatives(sim, sim.T, labels, key=key, group_size=4)
     got = matching.sample_itm_negatives(
         jax.device_put(sim, rows),
         jax.device_put(np.ascontiguousarray(sim.T), rows),
         jax.device_put(labels, rows),
         key=key,
-        group_size=8,
+        group_size=4,
     )
     for x, y in zip(got, want, strict=True):
         np.testing.assert_array_equal(x, y)
