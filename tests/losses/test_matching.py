@@ -48,6 +48,7 @@ def test_sampled_negatives_follow_the_masked_softmax(sample_many):
     labels = np.array([0, 0, 1, 2, 3, 4, 4, 5])
     sim_i2t = rng.normal(scale=1.5, size=(b, b)).astype(np.float32)
     sim_t2i = rng.normal(scale=1.5, size=(b, b)).astype(np.float32)
+    sim_i2t[4:, 4:] = 0.5  # ties: uniform over the other identities of group 1
     keys = _KEYS
     text_idx, image_idx, text_ok, image_ok = sample_many(
         keys, sim_i2t, sim_t2i, jnp.asarray(labels), group
