@@ -107,6 +107,16 @@ def test_itc_gradient_on_sharded_global_batch_equals_single_device():
     want_v, want_t, _ = _np_itc_grads(v, t, ids, 0.1)
     np.testing.assert_allclose(got_v, want_v, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(got_t, want_t, rtol=1e-4, atol=1e-6)
+    emulated = jax.jit(
+        jax.grad(
+            lambda a, b, y: contrastive.itc_loss(
+                a, b, y, 0.1, gradient_scale="per_device_emulation", num_reference_devices=4
+            ),
+            (0, 1),
+        )
+    )(*sharded)
+    np.testing.assert_allclose(emulated[0], want_v / 4, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(emulated[1], want_t / 4, rtol=1e-4, atol=1e-7)
 
 
 def test_itc_rejects_unknown_gradient_scale():
