@@ -122,8 +122,15 @@ class Imported:
 def import_weights(kind: str, path: str | os.PathLike, config: Any) -> tuple[Any, dict[str, Any]]:
     """Converts a checkpoint into the task model `config` describes.
 
+    Args:
+      kind: a key of KINDS ('torchvision_resnet', 'ssan_official', 'alignedreid_reproduction').
+      path: the weights file (.pth / .pt / .pth.tar / .safetensors / .npz).
+      config: the task config; sizes the file fixes (identities, vocabulary, number of mutual
+        models) override it in a copy (`convert_checkpoint` returns that copy too).
+
     Returns:
-      (model, variables); see `convert_checkpoint` for the details.
+      (model, variables): the task's flax module and {'params', 'batch_stats'} NumPy trees
+      shaped as its `init_variables` (checked with `jax.eval_shape`).
     """
     imported = convert_checkpoint(kind, path, config)
     return imported.model, imported.variables
