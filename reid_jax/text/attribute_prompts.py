@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from reid_jax.data.formats.pa100k import PA100K_ATTRIBUTE_NAMES
+
 _MALS_COLOURED = [
     ("upper", colour)
     for colour in ("black", "white", "red", "purple", "yellow", "blue", "green", "gray")
@@ -118,34 +120,8 @@ MALS_ATTRIBUTES: tuple[str, ...] = (
     "lower-body type",
 ) + tuple(f"{part} {colour}" for part, colour in _MALS_COLOURED)
 
-PA100K_ATTRIBUTES: tuple[str, ...] = (
-    "Female",
-    "AgeOver60",
-    "Age18-60",
-    "AgeLess18",
-    "Front",
-    "Side",
-    "Back",
-    "Hat",
-    "Glasses",
-    "HandBag",
-    "ShoulderBag",
-    "Backpack",
-    "HoldObjectsInFront",
-    "ShortSleeve",
-    "LongSleeve",
-    "UpperStride",
-    "UpperLogo",
-    "UpperPlaid",
-    "UpperSplice",
-    "LowerStripe",
-    "LowerPattern",
-    "LongCoat",
-    "Trousers",
-    "Shorts",
-    "Skirt&Dress",
-    "boots",
-)
+# The 26 PA-100K attributes in annotation order (one list, kept by the PA-100K reader).
+PA100K_ATTRIBUTES: tuple[str, ...] = PA100K_ATTRIBUTE_NAMES
 
 # Flattened in pair order: prompt 2i is the label-0 prompt of attribute i, 2i + 1 the label-1.
 MALS_PROMPTS: tuple[str, ...] = tuple(p for pair in _mals_pairs() for p in pair)
