@@ -89,10 +89,7 @@ def config_differences(
 
 def is_harmless(field: str) -> bool:
     """Whether a resume may change `field` (see HARMLESS_FIELDS)."""
-    return any(
-        field.startswith(name) if name.endswith(".") else field == name or field.startswith(name)
-        for name in HARMLESS_FIELDS
-    )
+    return field.startswith(HARMLESS_FIELDS)
 
 
 def check_resume_config(workdir: str | os.PathLike, config: Any) -> list[tuple[str, Any, Any]]:
