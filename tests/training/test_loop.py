@@ -178,3 +178,12 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
     step = int(stdout.split("checkpoint saved at step ")[1].split(";")[0])
     assert [p.name for p in (workdir / "checkpoints").iterdir()] == [str(step)]
     assert step >= 5
+
+
+def test_a_non_finite_state_is_never_saved(tmp_path):
+    config = toy.toy_config()
+    config.loss.nan_from_step = 3
+    config.train.log_every_steps = 10  # no log before the step-4 save: the save checks itself
+    with pytest.raises(FloatingPointError, match=r"step 3\b"):
+        loop.train_and_evaluate(config, tmp_path, task=toy)
+    assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
