@@ -1,20 +1,17 @@
 """The embedded dataset's cache folder is keyed by its generator options for every task."""
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from reid_jax import config_lib
 from reid_jax.data import dataset_root
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 
 
 def _config(name, arg):
-    spec = importlib.util.spec_from_file_location(name, CONFIGS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return config_lib.load_config_file(f"{CONFIGS / name}.py:{arg or ''}")
 
 
 @pytest.mark.parametrize("name", ["ssan", "alignedreid"])

@@ -2,7 +2,6 @@
 (every model's trunk for mutual AlignedReID) and leaves the heads alone; real-data configs
 without it warn in one line."""
 
-import importlib.util
 from pathlib import Path
 
 import jax
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from reid_jax import config_lib
 from reid_jax.training import run_setup
 from reid_jax.training.tasks import TASKS
 from reid_jax.training.tasks.base import TrainDataInfo
@@ -19,10 +19,7 @@ CONFIGS = Path(__file__).parents[2] / "configs"
 
 
 def _config(name, arg):
-    spec = importlib.util.spec_from_file_location(name, CONFIGS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return config_lib.load_config_file(f"{CONFIGS / name}.py:{arg}")
 
 
 class _Setup:
