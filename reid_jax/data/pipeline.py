@@ -196,6 +196,42 @@ def _stream_loader(
     return ds
 
 
+def make_shuffled_loader(
+    num_records: int,
+    element_map: grain.transforms.Map,
+    *,
+    global_batch_size: int,
+    seed: int,
+    num_workers: int = 0,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    worker_buffer_size: int = 2,
+    num_threads: int = 2,
+) -> grain.IterDataset:
+    """Infinite per-epoch-shuffled stream of `element_map(SampleIndex)`, this process's slice.
+
+    Args:
+      num_records: records in the data source.
+      element_map: grain Map from `SampleIndex` to one example dict (picklable for workers).
+      global_batch_size: batch over all processes; divisible by shard_count.
+      seed: shuffling seed.
+      num_workers, shard_index, shard_count, worker_buffer_size, num_threads: as
+        `make_ssan_train_loader`.
+
+    Returns:
+      a grain `IterDataset` of batches of global_batch_size // shard_count examples.
+    """
+    sampler = ShuffledEpochSampler(num_records, global_batch_size, seed)
+    source = SampledStreamSource(sampler, shard_index=shard_index, shard_count=shard_count)
+    return _stream_loader(
+        source,
+        element_map,
+        num_workers=num_workers,
+        num_threads=num_threads,
+        worker_buffer_size=worker_buffer_size,
+    )
+
+
 def make_ssan_train_loader(
     examples: SsanTrainExamples,
     *,
@@ -227,14 +263,16 @@ def make_ssan_train_loader(
       caption int32 [b, T], length int32 [b], partner_caption int32 [b, T],
       partner_length int32 [b]. Global step s is in epoch `s // steps_per_epoch(N, B)`.
     """
-    sampler = ShuffledEpochSampler(len(examples), global_batch_size, seed)
-    source = SampledStreamSource(sampler, shard_index=shard_index, shard_count=shard_count)
-    return _stream_loader(
-        source,
+    return make_shuffled_loader(
+        len(examples),
         SsanTrainMap(examples, image_size, seed),
+        global_batch_size=global_batch_size,
+        seed=seed,
         num_workers=num_workers,
-        num_threads=num_threads,
+        shard_index=shard_index,
+        shard_count=shard_count,
         worker_buffer_size=worker_buffer_size,
+        num_threads=num_threads,
     )
 
 

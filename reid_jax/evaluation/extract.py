@@ -33,7 +33,7 @@ def make_sharded_encoder(
     )
 
 
-def _process_slice(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def process_slice(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """This process's contiguous share of a full (global) host batch."""
     index, count = jax.process_index(), jax.process_count()
     size = len(next(iter(batch.values())))
@@ -75,7 +75,7 @@ def extract_features(
             )
         masks.append(np.asarray(batch.pop("mask"), bool))
         outputs.append(
-            encoder(variables, sharding.host_batch_to_global(_process_slice(batch), mesh))
+            encoder(variables, sharding.host_batch_to_global(process_slice(batch), mesh))
         )
     if not outputs:
         raise ValueError("extract_features: no batches")

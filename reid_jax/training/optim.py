@@ -10,9 +10,10 @@
     matches (`re.search`) its '/'-joined path, e.g. 'backbone/stage1/conv/kernel'.
   lr_multipliers: group name -> lr factor (ssan: backbone 0.1, rest 1.0).
   schedule: 'constant', 'step' (x decay_factor after each of decay_epochs), 'cosine'
-    (to 0 at the last step) or 'exp' (constant until epoch decay_epochs[0], then geometric
-    per-epoch decay reaching decay_factor in the last epoch, alignedreid §6.2); warmup_steps
-    of linear warm-up multiply any of them.
+    (to 0 at the last step), 'exp' (constant until epoch decay_epochs[0], then geometric
+    per-epoch decay reaching decay_factor in the last epoch, alignedreid §6.2), or APTM's
+    'warmup_linear' and 'warmup_step_linear' (aptm §5.2, their own warm-up of warmup_steps,
+    or floor(warmup_fraction * T) steps); warmup_steps of linear warm-up multiply the others.
   clip_norm: > 0 clips the gradient to this global norm before the update (0 = off).
 Optimizers and schedules are registered in `OPTIMIZERS` and `SCHEDULES`, the only place that
 names them (`config_lib.validate` checks names against them).
@@ -117,13 +118,56 @@ def _cosine_schedule(optim_config: Any, *, steps_per_epoch: int, total_steps: in
     return base
 
 
+def _aptm_warmup_steps(optim_config: Any, total_steps: int) -> int:
+    """Wu = warmup_steps, or floor(warmup_fraction * T) when warmup_steps is 0 (aptm §5.2)."""
+    if int(optim_config.warmup_steps):
+        return int(optim_config.warmup_steps)
+    return max(1, int(float(optim_config.get("warmup_fraction", 0.0)) * total_steps))
+
+
+def _linear_decay(step, warmup: int, total_steps: int):
+    s = jnp.asarray(step, jnp.float32)
+    decay = jnp.maximum(0.0, (total_steps - s) / max(total_steps - warmup, 1))
+    return jnp.where(s < warmup, s / warmup, decay).astype(jnp.float32)
+
+
+def _warmup_linear_schedule(
+    optim_config: Any, *, steps_per_epoch: int, total_steps: int
+) -> Schedule:
+    """APTM 'linear' (aptm §5.2): s / Wu during warm-up (0 at the first step), then linear
+    decay to 0 at T. Wu = optim.warmup_steps (pre-training: 2600)."""
+    del steps_per_epoch
+    warmup = _aptm_warmup_steps(optim_config, total_steps)
+    return lambda step: _linear_decay(step, warmup, total_steps)
+
+
+def _warmup_step_linear_schedule(
+    optim_config: Any, *, steps_per_epoch: int, total_steps: int
+) -> Schedule:
+    """APTM 'step' (aptm §5.2): the 'linear' warm-up and decay times 1 before 4 Wu, 0.5 before
+    7 Wu, 0.2 after; Wu = optim.warmup_steps or floor(optim.warmup_fraction * T) (0.1 T)."""
+    del steps_per_epoch
+    warmup = _aptm_warmup_steps(optim_config, total_steps)
+
+    def schedule(step):
+        s = jnp.asarray(step, jnp.float32)
+        factor = jnp.where(s < 4 * warmup, 1.0, jnp.where(s < 7 * warmup, 0.5, 0.2))
+        return jnp.where(s < warmup, 1.0, factor) * _linear_decay(step, warmup, total_steps)
+
+    return schedule
+
+
 # The one place that names schedules: adding one is a function and an entry here.
 SCHEDULES: dict[str, Callable[..., Schedule]] = {
     "constant": _constant_schedule,
     "step": _step_schedule,
     "cosine": _cosine_schedule,
     "exp": _exp_schedule,
+    "warmup_linear": _warmup_linear_schedule,
+    "warmup_step_linear": _warmup_step_linear_schedule,
 }
+# Schedules that include their own warm-up (optim.warmup_steps is theirs, not the generic ramp).
+OWN_WARMUP = frozenset({"warmup_linear", "warmup_step_linear"})
 
 
 def make_schedule(optim_config: Any, *, steps_per_epoch: int, total_steps: int) -> Schedule:
@@ -146,7 +190,7 @@ def make_schedule(optim_config: Any, *, steps_per_epoch: int, total_steps: int) 
         optim_config, steps_per_epoch=steps_per_epoch, total_steps=total_steps
     )
     warmup_steps = int(optim_config.warmup_steps)
-    if not warmup_steps:
+    if not warmup_steps or optim_config.schedule in OWN_WARMUP:
         return base
 
     def warmed(step):

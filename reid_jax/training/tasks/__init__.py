@@ -3,9 +3,10 @@
 An explicit dict, never an import string; add a method by importing its module here.
 """
 
-from reid_jax.training.tasks import alignedreid, ssan
+from reid_jax.training.tasks import alignedreid, aptm, ssan
 
 TASKS = {
     "alignedreid": alignedreid,
+    "aptm": aptm,
     "ssan": ssan,
 }

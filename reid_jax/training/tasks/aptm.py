@@ -1,0 +1,519 @@
+"""APTM task: MALS pre-training and text->image fine-tuning on the generic loop (aptm §4-§6).
+
+Per step every image is encoded once by Swin and reused by every term (aptm §4):
+
+  itc            identity-aware contrastive loss over the *global* batch (losses/contrastive)
+  itm            cross-encoder matching with identity-masked hard negatives sampled within
+                 reference-sized groups of `loss.group_size` (§8.2: independent of the device
+                 count)
+  mlm            masked caption tokens predicted through the full BERT with cross-attention
+  itc_eda/itm_eda  the same on the EDA view of each caption (fine-tuning, weight 0.8, §4.4)
+  iac/iam/mam    attribute prompts (MALS pre-training, weighted beta / 3 each, §4.5)
+
+`config.loss.weights` names the terms and their weights (§4.6); only the named terms are
+computed. ITC's gradient scale is `loss.itc_gradient_scale`: 'global' (the true gradient of
+the global-batch loss) or 'per_device_emulation' (the reference's 1/W encoder gradient, §8.1).
+
+The attribute prompt set is encoded once per step (the reference encodes it on every GPU with
+its own dropout; one encoding shared by the groups is the deviation). Evaluation (two-stage
+retrieval, §6) lives in `aptm_eval.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from reid_jax import config_lib
+from reid_jax.data import aptm_examples, pipeline
+from reid_jax.losses.contrastive import combine_objectives, iac_loss, itc_loss
+from reid_jax.losses.masked import mam_loss, mlm_loss, select_mam_images
+from reid_jax.losses.matching import (
+    iam_loss,
+    itm_loss,
+    itm_pair_indices,
+    sample_iam_prompts,
+    sample_itm_negatives,
+)
+from reid_jax.models.aptm.model import AptmModel
+from reid_jax.text.wordpiece import WordPieceTokenizer
+from reid_jax.training.tasks import aptm_eval
+from reid_jax.training.tasks.base import TrainDataInfo
+
+VOCAB_FILE = "vocab.txt"
+TERMS = ("itc", "itm", "mlm", "itc_eda", "itm_eda", "iac", "iam", "mam")
+IAM_PROMPTS = 5  # aptm §4.5: prompts drawn per group and step
+
+
+# ----------------------------------------------------------------------------- vocabulary
+
+
+def _source_run_vocab(init_from: str) -> Path | None:
+    """vocab.txt of the run an `init_from` path belongs to (run, step folder or RUN/best)."""
+    if not init_from:
+        return None
+    path = Path(init_from)
+    for folder in (path, path.parent, path.parent.parent):
+        if (folder / VOCAB_FILE).is_file():
+            return folder / VOCAB_FILE
+    return None
+
+
+def load_tokenizer(config: Any, workdir: str | os.PathLike) -> WordPieceTokenizer:
+    """The run's WordPiece tokenizer; its vocabulary is kept as workdir/vocab.txt.
+
+    First use, in order: the `init_from` run's vocab.txt (fine-tuning keeps the embedding
+    rows it starts from), `data.vocab_file`, or one built from the dataset's words (embedded
+    data: both of its parts, so pre-training and fine-tuning share it).
+
+    Raises:
+      ConfigError: a real dataset without `data.vocab_file` and no init_from vocabulary, or a
+        `data.vocab_file` that differs from the init_from run's.
+    """
+    path = Path(workdir) / VOCAB_FILE
+    if not path.exists():
+        source = _source_run_vocab(config.init_from)
+        wanted = config.data.vocab_file
+        if source and wanted and Path(wanted).read_bytes() != source.read_bytes():
+            raise config_lib.ConfigError(
+                "data.vocab_file",
+                f"{wanted} differs from the vocabulary of init_from ({source}); the embedding "
+                "rows would not match",
+            )
+        if jax.process_index() == 0:
+            if source or wanted:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(path.name + ".tmp")
+                shutil.copyfile(source or wanted, tmp)
+                os.replace(tmp, path)
+            else:
+                if config.data.dataset != "embedded":
+                    raise config_lib.ConfigError(
+                        "data.vocab_file",
+                        "required for real data (bert-base-uncased's vocab.txt, aptm §1.5)",
+                    )
+                aptm_examples.write_vocab(_embedded_vocab(config.data), path)
+        _wait_for_process_zero()
+    return WordPieceTokenizer.from_vocab_file(path)
+
+
+def _embedded_vocab(data_config: Any) -> list[str]:
+    texts = []
+    for part in aptm_examples.EMBEDDED_PARTS:
+        part_config = data_config.copy_and_resolve_references()
+        with part_config.unlocked():
+            part_config.embedded_part = part
+        texts += aptm_examples.caption_tokenizer_texts(part_config)
+    return aptm_examples.build_word_vocab(texts)
+
+
+def _wait_for_process_zero() -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("aptm vocab.txt written")
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def make_train_data(
+    config: Any, workdir: str | os.PathLike, *, shard_index: int, shard_count: int
+) -> tuple[Any, TrainDataInfo]:
+    """APTM training stream of this process and its data facts (aptm §1)."""
+    data, loss = config.data, config.loss
+    if data.dataset not in aptm_examples.DATASETS:
+        raise config_lib.ConfigError(
+            "data.dataset", f"must be one of {aptm_examples.DATASETS}, got '{data.dataset}'"
+        )
+    _check_terms(config)
+    if config.train.batch_size % loss.group_size:
+        raise config_lib.ConfigError(
+            "loss.group_size",
+            f"{loss.group_size} must divide train.batch_size {config.train.batch_size}",
+        )
+    tokenizer = load_tokenizer(config, workdir)
+    examples = aptm_examples.prepare_train(
+        aptm_examples.load_train_pairs(data), tokenizer, max_tokens=data.max_tokens
+    )
+    uses_attributes = any(t in loss.weights for t in ("iac", "iam", "mam"))
+    if uses_attributes and examples.attributes is None:
+        raise config_lib.ConfigError(
+            "loss.weights", "iac/iam/mam need attribute labels (MALS); this dataset has none"
+        )
+    prompt_ids = aptm_examples.encode_prompts(tokenizer, "mals") if uses_attributes else None
+    element_map = aptm_examples.AptmTrainMap(
+        examples,
+        tokenizer,
+        image_size=tuple(data.image_size),
+        normalisation=aptm_examples.NORMALISATION[data.train_normalisation],
+        erasing_p=data.erasing_p,
+        max_tokens=data.max_tokens,
+        max_words=data.max_words,
+        eda="itc_eda" in loss.weights or "itm_eda" in loss.weights,
+        clean_eda=data.clean_eda,
+        eda_synonyms=data.eda_synonyms,
+        prompt_ids=prompt_ids,
+        seed=config.seed,
+    )
+    loader = pipeline.make_shuffled_loader(
+        len(examples),
+        element_map,
+        global_batch_size=config.train.batch_size,
+        seed=config.seed,
+        num_workers=data.num_workers,
+        shard_index=shard_index,
+        shard_count=shard_count,
+    )
+    steps = pipeline.steps_per_epoch(len(examples), config.train.batch_size)
+    if steps < 1:
+        raise config_lib.ConfigError(
+            "train.batch_size",
+            f"{config.train.batch_size} exceeds the {len(examples)} training pairs",
+        )
+    extras = {
+        "vocab_size": tokenizer.vocab_size,
+        "pad_id": tokenizer.pad_id,
+        "num_identities": examples.num_identities,
+        "prompt_ids": prompt_ids.tolist() if prompt_ids is not None else None,
+    }
+    info = TrainDataInfo(
+        num_examples=len(examples), steps_per_epoch=steps, num_classes=0, extras=extras
+    )
+    return loader, info
+
+
+def _check_terms(config: Any) -> None:
+    unknown = sorted(set(config.loss.weights) - set(TERMS))
+    if unknown or not config.loss.weights:
+        raise config_lib.ConfigError(
+            "loss.weights", f"terms must be a non-empty subset of {TERMS}, got {unknown or '{}'}"
+        )
+    scales = ("global", "per_device_emulation")
+    if config.loss.itc_gradient_scale not in scales:
+        raise config_lib.ConfigError(
+            "loss.itc_gradient_scale",
+            f"must be one of {scales}, got '{config.loss.itc_gradient_scale}'",
+        )
+
+
+# ----------------------------------------------------------------------------- model
+
+MODEL_FIELDS = (
+    "swin_embed_dim",
+    "swin_depths",
+    "swin_num_heads",
+    "swin_window_size",
+    "drop_path_rate",
+    "text_hidden_size",
+    "text_num_layers",
+    "text_num_heads",
+    "text_intermediate_size",
+    "max_position_embeddings",
+    "fusion_layer",
+    "text_dropout_rate",
+    "embed_dim",
+    "temp_init",
+    "remat",
+)
+
+
+def create_model(config: Any, info: TrainDataInfo) -> AptmModel:
+    """Unpacks `config.model` into an AptmModel; vocab_size 0 = the run's vocabulary."""
+    m = config.model
+    vocab_size = int(m.vocab_size) or int(info.extras.get("vocab_size", 0))
+    if vocab_size <= 0:
+        raise config_lib.ConfigError("model.vocab_size", "unknown: set it or train first")
+    if m.max_position_embeddings < config.data.max_tokens:
+        raise config_lib.ConfigError(
+            "model.max_position_embeddings",
+            f"{m.max_position_embeddings} < data.max_tokens {config.data.max_tokens}",
+        )
+    fields = {name: m[name] for name in MODEL_FIELDS}
+    fields["image_size"] = tuple(config.data.image_size)  # one source: the data's size
+    fields["swin_depths"] = tuple(m.swin_depths)
+    fields["swin_num_heads"] = tuple(m.swin_num_heads)
+    return AptmModel(vocab_size=vocab_size, dtype=jnp.dtype(m.dtype), **fields)
+
+
+def init_variables(model: nn.Module, rng: jax.Array, config: Any) -> dict[str, Any]:
+    """Initialises every parameter from a dummy batch of 2."""
+    height, width = config.data.image_size
+    images = jnp.zeros((2, height, width, 3), jnp.float32)
+    ids = jnp.ones((2, config.data.max_tokens), jnp.int32)
+    positions = jnp.zeros((2, 10), jnp.int32)
+    return dict(
+        model.init({"params": rng, "dropout": rng}, images, ids, ids, positions, train=False)
+    )
+
+
+# REMAT on XLA:CPU needs the barrier pass skipped to save memory (see tasks/ssan.py).
+def compiler_options(config: Any, backend: str | None = None) -> dict[str, str] | None:
+    """XLA options for `model.remat` on CPU (as SSAN), else None."""
+    from reid_jax.training.tasks.ssan import REMAT_CPU_COMPILER_OPTIONS
+
+    backend = backend or jax.default_backend()
+    if not config.model.remat or backend != "cpu":
+        return None
+    return dict(REMAT_CPU_COMPILER_OPTIONS)
+
+
+# ----------------------------------------------------------------------------- loss
+
+
+def _itm_term(
+    apply,
+    image: dict,
+    text: dict,
+    mask: jax.Array,
+    labels: jax.Array,
+    temp: jax.Array,
+    *,
+    key: jax.Array,
+    rng: jax.Array,
+    group_size: int,
+) -> jax.Array:
+    """ITM over B positives and 2B sampled negatives (aptm §4.2)."""
+    v, t = image["image_feats"], text["text_feats"]
+    sim_i2t = jnp.einsum("bd,nd->bn", v, t, precision="highest") / temp
+    neg_text, neg_image, text_valid, image_valid = sample_itm_negatives(
+        sim_i2t, sim_i2t.T, labels, key=key, group_size=group_size
+    )
+    text_index, image_index = itm_pair_indices(neg_text, neg_image)
+    out = apply(
+        "match",
+        image["image_tokens"][image_index],
+        text["text_tokens"][text_index],
+        mask[text_index],
+        rng=rng,
+    )
+    return itm_loss(
+        out["itm_logits"], group_size=group_size, image_valid=image_valid, text_valid=text_valid
+    )
+
+
+def _attribute_terms(
+    apply,
+    image: dict,
+    batch: dict,
+    temp: jax.Array,
+    *,
+    keys: jax.Array,
+    config: Any,
+    info: TrainDataInfo,
+) -> dict[str, jax.Array]:
+    """IAC, IAM and MAM over the attribute prompt set (aptm §4.5)."""
+    loss = config.loss
+    group_size, eps = loss.group_size, loss.label_smoothing
+    prompt_ids = jnp.asarray(np.asarray(info.extras["prompt_ids"], np.int32))
+    prompt_mask = (prompt_ids != info.extras["pad_id"]).astype(jnp.int32)
+    attributes = batch["attributes"]
+    batch_size, num_prompts = attributes.shape[0], prompt_ids.shape[0]
+    groups = batch_size // group_size
+    terms = {}
+    prompts = apply("encode_text", prompt_ids, prompt_mask, rng=keys[0])
+    if "iac" in loss.weights:
+        terms["iac"] = iac_loss(
+            image["image_feats"],
+            prompts["text_feats"],
+            attributes,
+            temp,
+            group_size=group_size,
+            label_smoothing=eps,
+        )
+    if "iam" in loss.weights:
+        chosen = sample_iam_prompts(
+            key=keys[1], num_prompts=num_prompts, num_groups=groups, num_selected=IAM_PROMPTS
+        )
+        per_pair = jnp.repeat(chosen, group_size, axis=0).reshape(-1)  # [B * S], b-major
+        out = apply(
+            "match",
+            jnp.repeat(image["image_tokens"], IAM_PROMPTS, axis=0),
+            prompts["text_tokens"][per_pair],
+            prompt_mask[per_pair],
+            rng=keys[2],
+        )
+        terms["iam"] = iam_loss(
+            out["itm_logits"].reshape(batch_size, IAM_PROMPTS, 2),
+            chosen,
+            attributes,
+            label_smoothing=eps,
+        )
+    if "mam" in loss.weights:
+        image_index, valid = select_mam_images(attributes, key=keys[3], group_size=group_size)
+        first = jnp.arange(groups) * group_size  # the group's masked prompt set (one per GPU)
+        ids = batch["mam_ids"][first].reshape(groups * num_prompts, -1)
+        positions = batch["mam_positions"][first].reshape(groups * num_prompts, -1)
+        labels = batch["mam_labels"][first]
+        out = apply(
+            "masked_lm",
+            ids,
+            jnp.tile(prompt_mask, (groups, 1)),
+            image["image_tokens"][image_index.reshape(-1)],
+            positions,
+            rng=keys[4],
+        )
+        logits = out["mlm_logits"].reshape(*labels.shape, -1)
+        terms["mam"] = mam_loss(logits, labels, valid)
+    return terms
+
+
+def loss_terms(
+    model: nn.Module,
+    params: Any,
+    batch: dict[str, jax.Array],
+    key: jax.Array,
+    *,
+    config: Any,
+    info: TrainDataInfo,
+) -> dict[str, jax.Array]:
+    """The unweighted APTM terms named in `config.loss.weights`, each [] float32."""
+    loss = config.loss
+    keys = jax.random.split(key, 16)
+
+    def apply(method: str, *args, rng: jax.Array):
+        return model.apply(
+            {"params": params},
+            *args,
+            train=True,
+            rngs={"dropout": rng},
+            method=getattr(model, method),
+        )
+
+    temp = model.apply({"params": params}, method=model.temperature)
+    labels, mask = batch["label"], batch["attention_mask"]
+    image = apply("encode_image", batch["image"], rng=keys[0])
+    text = apply("encode_text", batch["input_ids"], mask, rng=keys[1])
+    itc = lambda t: itc_loss(  # noqa: E731
+        image["image_feats"],
+        t["text_feats"],
+        labels,
+        temp,
+        gradient_scale=loss.itc_gradient_scale,
+        num_reference_devices=loss.reference_devices,
+    )
+    terms: dict[str, jax.Array] = {}
+    if "itc" in loss.weights:
+        terms["itc"] = itc(text)
+    if "itm" in loss.weights:
+        terms["itm"] = _itm_term(
+            apply,
+            image,
+            text,
+            mask,
+            labels,
+            temp,
+            key=keys[2],
+            rng=keys[3],
+            group_size=loss.group_size,
+        )
+    if "mlm" in loss.weights:
+        out = apply(
+            "masked_lm",
+            batch["mlm_ids"],
+            mask,
+            image["image_tokens"],
+            batch["mlm_positions"],
+            rng=keys[4],
+        )
+        terms["mlm"] = mlm_loss(out["mlm_logits"], batch["mlm_labels"], group_size=loss.group_size)
+    if "itc_eda" in loss.weights or "itm_eda" in loss.weights:
+        eda = apply("encode_text", batch["eda_ids"], batch["eda_mask"], rng=keys[5])
+        if "itc_eda" in loss.weights:
+            terms["itc_eda"] = itc(eda)
+        if "itm_eda" in loss.weights:
+            terms["itm_eda"] = _itm_term(
+                apply,
+                image,
+                eda,
+                batch["eda_mask"],
+                labels,
+                temp,
+                key=keys[6],
+                rng=keys[7],
+                group_size=loss.group_size,
+            )
+    if any(t in loss.weights for t in ("iac", "iam", "mam")):
+        terms.update(
+            _attribute_terms(apply, image, batch, temp, keys=keys[8:], config=config, info=info)
+        )
+    return terms
+
+
+def loss_fn(
+    model: nn.Module,
+    params: Any,
+    batch_stats: Any,
+    batch: dict[str, jax.Array],
+    key: jax.Array,
+    *,
+    step: jax.Array,
+    config: Any,
+    info: TrainDataInfo,
+) -> tuple[jax.Array, tuple[dict[str, jax.Array], Any]]:
+    """Weighted APTM objective of one batch (aptm §4.6).
+
+    Args:
+      model: the AptmModel.
+      params: its parameters.
+      batch_stats: {} (APTM has no BatchNorm).
+      batch: from `AptmTrainMap` (image [B, H, W, 3], label [B], input_ids / attention_mask
+        [B, T], mlm_* and, per configuration, eda_* and attributes / mam_*).
+      key: the step key (split by purpose).
+      step: optimizer step (unused).
+      config: the config (`config.loss`).
+      info: data facts (the prompt set).
+
+    Returns:
+      (loss, ({'loss', 'loss_<term>' (weighted), 'temperature'}, batch_stats)).
+    """
+    del step
+    terms = loss_terms(model, params, batch, key, config=config, info=info)
+    total, weighted = combine_objectives(terms, dict(config.loss.weights))
+    metrics = {f"loss_{name}": value for name, value in weighted.items()}
+    metrics["loss"] = total
+    metrics["temperature"] = params["temp"].astype(jnp.float32)
+    return total, (metrics, batch_stats)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def selectable_metrics(config: Any) -> set[str]:
+    """Metric paths `evaluate` reports (e.g. 'fused_w4/R1', 'itc/R1')."""
+    names = ("R1", "R5", "R10", "mAP", "mINP")
+    return {f"{v}/{n}" for v in aptm_eval.score_variants(config.eval) for n in names}
+
+
+def evaluate(
+    model: nn.Module,
+    variables: dict[str, Any],
+    config: Any,
+    workdir: str | os.PathLike,
+    *,
+    mesh: jax.sharding.Mesh,
+    info: TrainDataInfo,
+) -> dict[str, Any]:
+    """Two-stage text->image retrieval on the test split (aptm §6)."""
+    del info
+    tokenizer = load_tokenizer(config, workdir)
+    records = aptm_examples.load_test_images(config.data)
+    if config.eval.max_gallery_images > 0:
+        records = records[: config.eval.max_gallery_images]
+    test = aptm_examples.prepare_test(
+        records,
+        tokenizer,
+        max_tokens=config.data.max_tokens,
+        max_words=config.data.max_words,
+        clean=config.data.clean_test,
+    )
+    return aptm_eval.evaluate_test_split(
+        model, variables, test, config, mesh=mesh, out_dir=Path(workdir) / "eval"
+    )
