@@ -191,7 +191,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train = ml_collections.ConfigDict(
         dict(
             batch_size=per_gpu * 4 if paper else 32,
-            num_epochs={"mals_pretrain": 32}.get(variant, 30) if paper else (6 if pretrain else 8),
+            num_epochs={"mals_pretrain": 32}.get(variant, 30) if paper else (4 if pretrain else 6),
             num_steps=0,
             grad_accum_steps=1,  # keep 1: accumulation changes the ITC negatives (§8.5)
             ema_decay=0.0,

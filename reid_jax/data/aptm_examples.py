@@ -25,7 +25,6 @@ vocabulary and BERT's 30,522 rows would dominate a tiny model. The run keeps its
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -146,15 +145,6 @@ def build_word_vocab(texts: Sequence[str]) -> list[str]:
             tokens.append(piece)
             seen.add(piece)
     return tokens
-
-
-def write_vocab(tokens: Sequence[str], path: str | os.PathLike) -> None:
-    """Writes a `vocab.txt` (one token per line) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{t}\n" for t in tokens), encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def caption_tokenizer_texts(data_config: Any) -> list[str]:

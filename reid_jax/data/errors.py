@@ -13,8 +13,9 @@ class DatasetFormatError(ValueError):
       field: name of the offending field, if any.
     """
 
-    def __init__(self, path: str, message: str, *, record: int | str | None = None,
-                 field: str | None = None):
+    def __init__(
+        self, path: str, message: str, *, record: int | str | None = None, field: str | None = None
+    ):
         where = str(path)
         if record is not None:
             where += f", record {record}"

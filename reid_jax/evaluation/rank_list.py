@@ -149,7 +149,6 @@ def render_rank_list(
     return info
 
 
-
 def render_first_and_worst(
     out_dir: str | os.PathLike, *, num_queries: int, top_k: int, **kwargs
 ) -> None:
@@ -172,6 +171,7 @@ def render_first_and_worst(
             worst_first=worst_first,
             **kwargs,
         )
+
 
 def _draw_png(info, queries, gallery_paths, ids, top_k, queries_are_images) -> bytes:
     query_ids, gallery_ids = ids

@@ -1,7 +1,8 @@
 """End-to-end multi-process training: 2 processes x 2 CPU devices, as a 2-host run would be.
 
-Both processes run `launch/multihost.sh ... train --config configs/ssan.py:smoke` against one
-workdir (a shared filesystem), talking through `jax.distributed` (gloo collectives on CPU).
+Both processes run `launch/multihost.sh ... train --config <task config>:smoke` against one
+workdir (a shared filesystem), talking through `jax.distributed` (gloo collectives on CPU), for
+SSAN and for APTM pre-training (every objective, the ITC over the global batch).
 """
 
 import json
@@ -20,7 +21,7 @@ from reid_jax import cli
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 240
-CONFIG = "configs/ssan.py:smoke"
+CONFIGS = ("configs/ssan.py:smoke", "configs/aptm.py:embedded_pretrain,smoke")
 
 
 def test_distributed_arguments_from_environment(monkeypatch):
@@ -84,16 +85,18 @@ def _wait_all(procs: list[subprocess.Popen], logs: list[Path]) -> None:
         pytest.fail(f"exit codes {codes} (None: timed out after {TIMEOUT_S} s)\n{tails}")
 
 
-def _run_single(tmp_path: Path, workdir: Path, *overrides: str) -> str:
+def _run_single(tmp_path: Path, config: str, workdir: Path, *overrides: str) -> str:
     """One process with 4 CPU devices; returns its log."""
     log = tmp_path / "single.log"
-    command = [sys.executable, "-m", "reid_jax.cli", "train", "--config", CONFIG]
+    command = [sys.executable, "-m", "reid_jax.cli", "train", "--config", config]
     command += ["--workdir", str(workdir), *overrides]
     _wait_all([_start(command, _environment(tmp_path, 4), log)], [log])
     return log.read_text()
 
 
-def _run_two_processes(tmp_path: Path, workdir: Path, name: str, *overrides: str) -> list[str]:
+def _run_two_processes(
+    tmp_path: Path, config: str, workdir: Path, name: str, *overrides: str
+) -> list[str]:
     """Two processes with 2 CPU devices each through launch/multihost.sh; returns their logs."""
     coordinator = f"127.0.0.1:{_free_port()}"
     procs, logs = [], []
@@ -101,7 +104,7 @@ def _run_two_processes(tmp_path: Path, workdir: Path, name: str, *overrides: str
         logs.append(tmp_path / f"{name}_{process_id}.log")
         command = ["bash", "launch/multihost.sh", f"--coordinator={coordinator}"]
         command += ["--num_processes=2", f"--process_id={process_id}"]
-        command += ["train", "--config", CONFIG, "--workdir", str(workdir), *overrides]
+        command += ["train", "--config", config, "--workdir", str(workdir), *overrides]
         procs.append(_start(command, _environment(tmp_path, 2), logs[-1]))
     _wait_all(procs, logs)
     return [log.read_text() for log in logs]
@@ -113,7 +116,8 @@ def _train_records(workdir: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_and_resume(tmp_path):
+@pytest.mark.parametrize("config", CONFIGS)
+def test_two_processes_match_one_process_and_resume(tmp_path, config):
     """2 processes x 2 devices train exactly like 1 process x 4 devices, and resume.
 
     Same global batch on the same 4-device 'data' mesh: each process loads the contiguous half
@@ -126,12 +130,12 @@ def test_two_processes_match_one_process_and_resume(tmp_path):
     generates the embedded dataset, which two processes must not generate at once.
     """
     reference = tmp_path / "single"
-    _run_single(tmp_path, reference, "--config.train.num_steps=3")
+    _run_single(tmp_path, config, reference, "--config.train.num_steps=3")
     expected = _train_records(reference)
     assert [r["step"] for r in expected] == [1, 2, 3]
 
     workdir = tmp_path / "multi"
-    logs = _run_two_processes(tmp_path, workdir, "first", "--config.train.num_steps=3")
+    logs = _run_two_processes(tmp_path, config, workdir, "first", "--config.train.num_steps=3")
     first = _train_records(workdir)
     # One writer: a second one would duplicate every line and TensorBoard file.
     assert [r["step"] for r in first] == [1, 2, 3]
@@ -150,7 +154,7 @@ def test_two_processes_match_one_process_and_resume(tmp_path):
     # A crash after the step-2 save: the final checkpoint never got written. The same command
     # resumes from step 2 (state and both processes' data iterators) and redoes step 3.
     shutil.rmtree(workdir / "checkpoints" / "3")
-    logs = _run_two_processes(tmp_path, workdir, "resume", "--config.train.num_steps=3")
+    logs = _run_two_processes(tmp_path, config, workdir, "resume", "--config.train.num_steps=3")
     assert all("resumed from step 2 of 3" in log for log in logs)
     resumed = _train_records(workdir)
     assert [r["step"] for r in resumed] == [1, 2, 3]

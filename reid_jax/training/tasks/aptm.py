@@ -22,7 +22,6 @@ retrieval, §6) lives in `aptm_eval.py`.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +42,7 @@ from reid_jax.losses.matching import (
     sample_itm_negatives,
 )
 from reid_jax.models.aptm.model import AptmModel
-from reid_jax.text.wordpiece import WordPieceTokenizer
+from reid_jax.text.wordpiece import WordPieceTokenizer, load_vocab_file
 from reid_jax.training.tasks import aptm_eval
 from reid_jax.training.tasks.base import TrainDataInfo
 
@@ -71,37 +70,41 @@ def load_tokenizer(config: Any, workdir: str | os.PathLike) -> WordPieceTokenize
 
     First use, in order: the `init_from` run's vocab.txt (fine-tuning keeps the embedding
     rows it starts from), `data.vocab_file`, or one built from the dataset's words (embedded
-    data: both of its parts, so pre-training and fine-tuning share it).
+    data: both of its parts, so pre-training and fine-tuning share it). Every process derives
+    the same vocabulary itself; process 0 writes the file.
 
     Raises:
       ConfigError: a real dataset without `data.vocab_file` and no init_from vocabulary, or a
         `data.vocab_file` that differs from the init_from run's.
     """
     path = Path(workdir) / VOCAB_FILE
-    if not path.exists():
-        source = _source_run_vocab(config.init_from)
-        wanted = config.data.vocab_file
-        if source and wanted and Path(wanted).read_bytes() != source.read_bytes():
-            raise config_lib.ConfigError(
-                "data.vocab_file",
-                f"{wanted} differs from the vocabulary of init_from ({source}); the embedding "
-                "rows would not match",
-            )
-        if jax.process_index() == 0:
-            if source or wanted:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(path.name + ".tmp")
-                shutil.copyfile(source or wanted, tmp)
-                os.replace(tmp, path)
-            else:
-                if config.data.dataset != "embedded":
-                    raise config_lib.ConfigError(
-                        "data.vocab_file",
-                        "required for real data (bert-base-uncased's vocab.txt, aptm §1.5)",
-                    )
-                aptm_examples.write_vocab(_embedded_vocab(config.data), path)
-        _wait_for_process_zero()
-    return WordPieceTokenizer.from_vocab_file(path)
+    if path.exists():
+        return WordPieceTokenizer.from_vocab_file(path)
+    source = _source_run_vocab(config.init_from)
+    wanted = config.data.vocab_file
+    if source and wanted and Path(wanted).read_bytes() != source.read_bytes():
+        raise config_lib.ConfigError(
+            "data.vocab_file",
+            f"{wanted} differs from the vocabulary of init_from ({source}); the embedding "
+            "rows would not match",
+        )
+    if source or wanted:
+        content = Path(source or wanted).read_bytes()
+        vocab = load_vocab_file(source or wanted)
+    elif config.data.dataset == "embedded":
+        tokens = _embedded_vocab(config.data)
+        content = "".join(f"{t}\n" for t in tokens).encode("utf-8")
+        vocab = {token: i for i, token in enumerate(tokens)}
+    else:
+        raise config_lib.ConfigError(
+            "data.vocab_file", "required for real data (bert-base-uncased's vocab.txt, aptm §1.5)"
+        )
+    if jax.process_index() == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(content)
+        os.replace(tmp, path)
+    return WordPieceTokenizer(vocab, source=str(path))
 
 
 def _embedded_vocab(data_config: Any) -> list[str]:
@@ -112,13 +115,6 @@ def _embedded_vocab(data_config: Any) -> list[str]:
             part_config.embedded_part = part
         texts += aptm_examples.caption_tokenizer_texts(part_config)
     return aptm_examples.build_word_vocab(texts)
-
-
-def _wait_for_process_zero() -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("aptm vocab.txt written")
 
 
 # ----------------------------------------------------------------------------- data
