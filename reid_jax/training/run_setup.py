@@ -144,8 +144,9 @@ def check_batch_sizes(config: Any, mesh: jax.sharding.Mesh) -> None:
 
 
 def initial_variables(setup: RunSetup, config: Any) -> tuple[Any, init_from.LoadReport | None]:
-    """Step-0 model variables: the fresh initialisation, with `config.model.pretrained_trunk`
-    and then `config.init_from` loaded over it.
+    """Step-0 model variables: the fresh initialisation, with the task's pretrained parts
+    (`config.model.pretrained_trunk`, or a task's own `load_pretrained` hook such as APTM's
+    `model.pretrained_text`) and then `config.init_from` loaded over it.
 
     Returns:
       (variables replicated on the mesh, init_from load report or None without init_from).
@@ -159,12 +160,18 @@ def initial_variables(setup: RunSetup, config: Any) -> tuple[Any, init_from.Load
             "warning: config.model.pretrained_trunk is empty: the trunk trains from scratch and "
             "results will be below the papers (which start from ImageNet weights)"
         )
-    if not trunk and not config.init_from:
+    load_pretrained = getattr(setup.task, "load_pretrained", None)
+    wants_pretrained = load_pretrained is not None and setup.task.has_pretrained(config)
+    if not trunk and not wants_pretrained and not config.init_from:
         return variables, None
     variables = jax.device_get(variables)
     if trunk:
         variables, loaded = init_from.load_pretrained_trunk(variables, trunk, prefixes(config))
         _say(f"pretrained_trunk {trunk}: loaded {len(loaded)} arrays into {prefixes(config)}")
+    if wants_pretrained:
+        variables, messages = load_pretrained(variables, config)
+        for message in messages:
+            _say(message)
     report = None
     if config.init_from:
         variables, report = init_from.load_initial_variables(variables, config)

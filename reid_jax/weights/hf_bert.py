@@ -252,11 +252,43 @@ def fill_text_encoder(
       WeightsError: a tensor without a parameter (listed), or a shape mismatch (the parameter
         and both shapes).
     """
+    filled, converted, _ = fill_first_layers(flat_params, path, prefix)
+    return filled, converted
+
+
+_LAYER_INDEX = re.compile(r"encoder\.layer\.(\d+)\.")
+
+
+def fill_first_layers(
+    flat_params: Mapping[str, np.ndarray],
+    path: str | os.PathLike,
+    prefix: str = "params/text_encoder/",
+    num_layers: int | None = None,
+) -> tuple[dict[str, np.ndarray], list[str], list[int]]:
+    """`fill_text_encoder` from the first `num_layers` layers of a possibly deeper file.
+
+    Args:
+      flat_params, path, prefix: as `fill_text_encoder`.
+      num_layers: layers of the model (None: every layer of the file must fit).
+
+    Returns:
+      (the new flat dict, the filled names sorted, the file's layer indices left out).
+    """
     if not prefix.startswith("params/") or not prefix.endswith("/"):
         raise ValueError(f"prefix must look like 'params/.../', got '{prefix}'")
     file = weights_file(path)
     tensors = text_tensors(read_checkpoint(file))
+    skipped: set[int] = set()
+    if num_layers is not None:
+        kept = {}
+        for name, value in tensors.items():
+            match = _LAYER_INDEX.search(name)
+            if match and int(match.group(1)) >= num_layers:
+                skipped.add(int(match.group(1)))
+            else:
+                kept[name] = value
+        tensors = kept
     shapes = {n: tuple(np.shape(v)) for n, v in flat_params.items() if n.startswith(prefix)}
     rules = aptm_rules(prefix.removeprefix("params/"))
     converted = apply_rules(tensors, rules, {}, str(file), shapes)
-    return {**flat_params, **converted}, sorted(converted)
+    return {**flat_params, **converted}, sorted(converted), sorted(skipped)

