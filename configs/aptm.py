@@ -284,7 +284,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model.update(
             dict(
                 swin_embed_dim=8,
-                swin_depths=(2, 2, 2, 2),
+                swin_depths=(2, 1, 1, 1),  # one shifted block (stage 1); compiles fast
                 swin_num_heads=(1, 2, 2, 4),
                 swin_window_size=4,
                 embed_dim=8,
@@ -295,14 +295,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             config.model.update(
                 dict(
                     text_hidden_size=16,
-                    text_num_layers=4,
+                    text_num_layers=2,
                     text_num_heads=2,
                     text_intermediate_size=32,
                     max_position_embeddings=32,
-                    fusion_layer=2,
+                    fusion_layer=1,
                 )
             )
-            config.optim.groups = optimizer_groups(fast_regex(pretrain, 4, 4, 2))
+            config.optim.groups = optimizer_groups(fast_regex(pretrain, 4, 2, 1))
         config.loss.group_size = 4
         config.train.batch_size = 8
         config.eval.batch_size = 8

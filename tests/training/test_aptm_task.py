@@ -105,8 +105,11 @@ def test_loss_and_gradient_on_8_devices_equal_one_device():
     np.testing.assert_allclose(loss_8, loss_1, rtol=1e-5)
     flat_1 = jax.tree_util.tree_leaves_with_path(grads_1)
     flat_8 = jax.tree.leaves(grads_8)
+    # Tolerance per array relative to its own scale, floored at 1e-4 of the largest gradient:
+    # gradients that are zero in exact arithmetic (attention key biases) are float noise.
+    largest = max(float(np.abs(g).max()) for _, g in flat_1)
     for (path, g1), g8 in zip(flat_1, flat_8, strict=True):
-        scale = float(np.abs(g1).max()) + 1e-12
+        scale = max(float(np.abs(g1).max()), 1e-4 * largest)
         np.testing.assert_allclose(g8 / scale, g1 / scale, atol=2e-5, err_msg=str(path))
     # the cross-attention and prompts receive gradient: the terms are wired, not constant
     assert float(jnp.abs(grads_1["itm_head"]["layers_3"]["kernel"]).sum()) > 0
