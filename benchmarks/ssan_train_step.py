@@ -23,14 +23,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import resource
-import sys
 import time
 
 import jax
 import numpy as np
 from absl import app, flags
 
+from benchmarks import step_timing
 from reid_jax import sharding
 from reid_jax.models.ssan.model import REMAT_POLICIES
 from reid_jax.training import optim, run_setup
@@ -52,13 +51,6 @@ _CPU_REMAT_OPTIONS = flags.DEFINE_bool(
 _COMPILE_ONLY = flags.DEFINE_bool(
     "compile_only", False, "Stop after compiling (compile time and XLA's memory estimate)."
 )
-
-# Dense peak FLOP/s per device for MFU (float32 column = TF32 tensor cores where they exist).
-PEAK_FLOPS = {
-    "H100": {"float32": 494.7e12, "bfloat16": 989.4e12},
-    "H200": {"float32": 494.7e12, "bfloat16": 989.4e12},
-    "A100": {"float32": 156e12, "bfloat16": 312e12},
-}
 
 
 def load_config(arg: str):
@@ -90,10 +82,6 @@ def random_batch(config, batch_size: int, rng: np.random.Generator) -> dict[str,
     }
 
 
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def recurrent_flops_not_counted(config, batch_size: int) -> float:
     """BiLSTM recurrent-matmul FLOPs of the T - 1 scan steps XLA's cost analysis leaves out.
 
@@ -112,17 +100,6 @@ def recurrent_flops_not_counted(config, batch_size: int) -> float:
     hidden = config.model.lstm_hidden
     forward = 2 * 2 * (4 * batch_size) * hidden * (4 * hidden)
     return (config.data.max_length - 1) * 3 * forward
-
-
-def _peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30  # KiB on Linux
-
-
-def _flops(compiled) -> float:
-    analysis = compiled.cost_analysis()
-    if isinstance(analysis, (list, tuple)):
-        analysis = analysis[0] if analysis else {}
-    return float((analysis or {}).get("flops", float("nan")))
 
 
 def main(argv):
@@ -154,7 +131,7 @@ def main(argv):
     state = jax.block_until_ready(init(rng))
     init_seconds = time.perf_counter() - start
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
-    _progress(f"initialised {num_params / 1e6:.1f} M parameters in {init_seconds:.1f} s")
+    step_timing.progress(f"initialised {num_params / 1e6:.1f} M parameters in {init_seconds:.1f} s")
 
     step = run_setup.make_train_step(ssan, model, tx, config, info, mesh, schedule)
     batch = sharding.host_batch_to_global(
@@ -165,32 +142,22 @@ def main(argv):
     options = ssan.compiler_options(config) if _CPU_REMAT_OPTIONS.value else None
     compiled = step.lower(state, batch, key).compile(compiler_options=options)
     compile_seconds = time.perf_counter() - start
-    xla_flops = _flops(compiled)
+    xla_flops = step_timing.xla_flops(compiled)
     flops = xla_flops + recurrent_flops_not_counted(config, batch_size)
-    memory = compiled.memory_analysis()
-    temp_gib = getattr(memory, "temp_size_in_bytes", float("nan")) / 2**30
-    argument_gib = getattr(memory, "argument_size_in_bytes", float("nan")) / 2**30
-    _progress(
+    temp_gib, argument_gib = step_timing.memory_gib(compiled)
+    step_timing.progress(
         f"remat={config.model.remat}, options={options}: compiled in {compile_seconds:.1f} s; "
         f"XLA temp buffers {temp_gib:.2f} GiB + arguments {argument_gib:.2f} GiB; "
         f"{flops / 1e12:.2f} TFLOP per step (XLA counts {xla_flops / 1e12:.2f}); "
-        f"peak RSS so far {_peak_rss_gib():.2f} GiB"
+        f"peak RSS so far {step_timing.peak_rss_gib():.2f} GiB"
     )
     if _COMPILE_ONLY.value:
         return
 
-    state, metrics = compiled(state, batch, key)  # warm-up
-    jax.block_until_ready(metrics)
-    times = []
-    for _ in range(_STEPS.value):
-        start = time.perf_counter()
-        state, metrics = compiled(state, batch, key)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - start)
+    state, metrics, times = step_timing.time_steps(compiled, state, batch, key, _STEPS.value)
     seconds = float(np.median(times))
-    device = jax.devices()[0]
     result = {
-        "device": f"{jax.device_count()} x {device.device_kind} ({device.platform})",
+        "device": step_timing.device_description(),
         "config": _CONFIG_ARG.value,
         "dtype": _DTYPE.value,
         "remat": config.model.remat,
@@ -207,13 +174,12 @@ def main(argv):
         "xla_tflop_per_step": round(xla_flops / 1e12, 2),
         "temp_memory_gib": round(temp_gib, 2),
         "argument_memory_gib": round(argument_gib, 2),
-        "peak_rss_gib": round(_peak_rss_gib(), 2),
+        "peak_rss_gib": round(step_timing.peak_rss_gib(), 2),
         "loss": float(metrics["loss"]),
     }
-    peak = next((p for name, p in PEAK_FLOPS.items() if name in device.device_kind), None)
-    if peak is not None and np.isfinite(flops):
-        achieved = flops / seconds / jax.device_count()
-        result["mfu_percent"] = round(100 * achieved / peak[_DTYPE.value], 1)
+    mfu = step_timing.mfu_percent(flops, seconds, _DTYPE.value)
+    if mfu is not None:
+        result["mfu_percent"] = mfu
     print(json.dumps(result, indent=1))
 
 
