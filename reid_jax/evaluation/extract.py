@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from reid_jax import sharding
+from reid_jax import multihost, sharding
 
 
 def make_sharded_encoder(
@@ -28,9 +28,10 @@ def make_sharded_encoder(
       The jitted function; outputs are replicated (readable on every process).
     """
     replicated = sharding.replicated(mesh)
-    return jax.jit(
+    jitted = jax.jit(
         encode, in_shardings=(replicated, sharding.batch_sharding(mesh)), out_shardings=replicated
     )
+    return multihost.lockstep(jitted, "encoder")
 
 
 def process_slice(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

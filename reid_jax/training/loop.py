@@ -20,7 +20,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from reid_jax import config_lib, sharding
+from reid_jax import config_lib, multihost, sharding
 from reid_jax.training import checkpoint, optim, run_folder
 from reid_jax.training import logging as run_logging
 from reid_jax.training.run_setup import (
@@ -208,8 +208,11 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
         lambda: jax.random.fold_in(jax.random.key(config.seed), 1),
         out_shardings=sharding.replicated(setup.mesh),
     )()
-    train_step = make_train_step(
-        setup.task, setup.model, setup.tx, config, setup.info, setup.mesh, setup.schedule
+    train_step = multihost.lockstep(
+        make_train_step(
+            setup.task, setup.model, setup.tx, config, setup.info, setup.mesh, setup.schedule
+        ),
+        "train_step",
     )
     writer = run_logging.MetricWriter(workdir, enabled=is_main)
     eval_every = int(config.eval.every_epochs) * setup.info.steps_per_epoch

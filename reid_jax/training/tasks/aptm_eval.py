@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from reid_jax import sharding
+from reid_jax import multihost, sharding
 from reid_jax.data import aptm_examples, pipeline
 from reid_jax.data.aptm_examples import AptmTestExamples
 from reid_jax.evaluation import extract, itm_rerank
@@ -71,6 +71,7 @@ def _encoders(model: nn.Module, mesh: jax.sharding.Mesh) -> tuple[Any, Any, Any]
         in_shardings=(replicated, replicated, replicated, replicated, split, split),
         out_shardings=replicated,
     )
+    scorer = multihost.lockstep(scorer, "itm_scorer")
     return (
         extract.make_sharded_encoder(images, mesh),
         extract.make_sharded_encoder(texts, mesh),
