@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from reid_jax.data.formats.attributes import MARKET_ATTRIBUTE_NAMES
 from reid_jax.data.formats.pa100k import PA100K_ATTRIBUTE_NAMES
 
 _MALS_COLOURED = [
@@ -173,6 +174,50 @@ def prompt_targets(attribute_labels):
     pairs = xp.stack([1 - labels, labels], axis=-1)
     pairs = xp.where((labels < 0)[..., None], -1, pairs)
     return pairs.reshape(*labels.shape[:-1], 2 * labels.shape[-1])
+
+
+# MALS attribute i (MALS_ATTRIBUTES order) <- Market-1501 column, and whether the label flips:
+# MALS label 0 is woman / with hat... / wears the colour, Market 1 is female / yes / worn.
+_MARKET_FOR_MALS: tuple[tuple[str, bool], ...] = (
+    ("gender", True),
+    ("age", False),  # handled apart: 4 classes -> older than 18
+    ("hair", False),
+    ("hat", True),
+    ("backpack", True),
+    ("handbag", True),
+    ("bag", True),
+    ("up", False),
+    ("down", False),
+    ("clothes", False),
+) + tuple(
+    (f"{'up' if part == 'upper' else 'down'}{colour}", True) for part, colour in _MALS_COLOURED
+)
+
+
+def market_to_mals_labels(market_values: np.ndarray) -> np.ndarray:
+    """Market-1501 attribute vectors -> the 27 MALS labels APTM's prompts state (aptm §2.2).
+
+    Market coding as `load_market_attributes` emits it (`MARKET_ATTRIBUTE_NAMES` order, 0/1,
+    age 0..3 = young, teenager, adult, old; -1 unknown, e.g. from an attribute query). MALS
+    polarity: 1 = man, older than 18 (adult or old), long hair, WITHOUT hat / backpack /
+    handbag / bag, short sleeve, short lower body, pants or shorts, does NOT wear the colour.
+    Unknown stays -1.
+
+    Args:
+      market_values: [..., 27] int.
+
+    Returns:
+      [..., 27] int32 labels in {-1, 0, 1}, MALS attribute order.
+    """
+    values = np.asarray(market_values)
+    if values.shape[-1] != len(MARKET_ATTRIBUTE_NAMES):
+        raise ValueError(f"expected [..., 27] Market attributes, got shape {values.shape}")
+    out = []
+    for column, flip in _MARKET_FOR_MALS:
+        v = values[..., MARKET_ATTRIBUTE_NAMES.index(column)]
+        label = (v >= 2).astype(np.int32) if column == "age" else (1 - v if flip else v)
+        out.append(np.where(v < 0, -1, label))
+    return np.stack(out, axis=-1).astype(np.int32)
 
 
 def _jnp():

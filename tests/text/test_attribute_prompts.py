@@ -79,3 +79,30 @@ def test_prompt_targets_numpy_and_jax():
     want = np.array([[1, 0, 0, 1, -1, -1], [0, 1, -1, -1, 1, 0]])
     np.testing.assert_array_equal(attribute_prompts.prompt_targets(labels), want)
     np.testing.assert_array_equal(attribute_prompts.prompt_targets(jnp.asarray(labels)), want)
+
+
+def test_market_to_mals_labels_agree_with_the_synthetic_generator():
+    """Two derivations of the MALS labels of one person: from its Market-1501 codes (file 1/2
+    coding -> 0/1 record coding -> mapping) and straight from the person (synthetic data)."""
+    from reid_jax.data.formats import attributes
+    from reid_jax.data.synthetic import attributes as synthetic
+
+    rng = np.random.default_rng(3)
+    people = [synthetic.sample_identity(rng) for _ in range(400)]
+    columns = attributes.MARKET_ATTRIBUTE_NAMES  # the reader's order; file code - 1 = record
+    market = np.array([[synthetic.market_codes(p)[c] - 1 for c in columns] for p in people])
+    want = np.array([list(synthetic.mals_values(p).values()) for p in people])
+    np.testing.assert_array_equal(attribute_prompts.market_to_mals_labels(market), want)
+    assert len({tuple(r) for r in want}) > 100  # the sample exercises many combinations
+
+
+def test_market_to_mals_labels_keeps_unknowns_and_checks_the_width():
+    values = np.full((2, 27), -1)
+    values[0, 0] = 1  # female
+    values[0, 9] = 1  # teenager: younger than 18
+    values[1, 9] = 2  # adult: older than 18
+    labels = attribute_prompts.market_to_mals_labels(values)
+    assert labels[0, 0] == 0 and labels[0, 1] == 0 and labels[1, 1] == 1
+    assert (labels[0, 2:] == -1).all() and labels[1, 0] == -1
+    with pytest.raises(ValueError, match="expected"):
+        attribute_prompts.market_to_mals_labels(np.zeros((2, 26)))
