@@ -41,6 +41,7 @@ def test_format_modules_import_neither_jax_nor_tensorflow():
         "market1501",
         "msmt17",
         "pa100k",
+        "peta",
         "rstpreid",
     ]
     code = (
