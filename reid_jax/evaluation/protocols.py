@@ -8,6 +8,8 @@
   junk rule is applied by `retrieval.image_reid_metrics`.
 * `attribute_protocol`: attribute->image retrieval (attribute_reid §4): one query per distinct
   attribute vector, relevant = exact match of the whole vector.
+* `peta_followup_split`: PETA as the follow-up code splits it (attribute_reid §4.3): 200
+  held-out semantic IDs, one query each, its source image removed as junk.
 """
 
 from __future__ import annotations
@@ -140,4 +142,70 @@ def attribute_protocol(
         gallery_ids=gallery_ids.reshape(-1).astype(np.int64),
         gallery_paths=tuple(gallery_paths) if gallery_paths is not None else None,
         gallery_source=np.arange(len(attrs), dtype=np.int64),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class PetaSplit:
+    """The follow-up-code PETA attribute-retrieval split (attribute_reid §4.3).
+
+    Attributes:
+      train_images: [N_train] int64 image indices of the training semantic IDs.
+      query_attributes: [Q] rows of the held-out semantic IDs' attribute vectors.
+      protocol: queries = one per held-out semantic ID (its first image is the source),
+        gallery = every image of the held-out IDs; ids are semantic ID + 1 (semantic IDs are
+        numbered from 0 by first appearance; the camera protocol reads id 0 as a distractor)
+        and cameras are image indices, so the camera junk rule of
+        `retrieval.image_reid_metrics` removes exactly the query's source image.
+    """
+
+    train_images: np.ndarray
+    query_attributes: np.ndarray
+    protocol: RetrievalProtocol
+
+
+def peta_followup_split(labels: np.ndarray, *, num_test: int = 200, seed: int = 1) -> PetaSplit:
+    """Semantic IDs (distinct rows, numbered by first appearance) with one image are dropped;
+    of the rest, the follow-up code keeps `num_ids - num_test` for training, drawn with NumPy's
+    legacy generator (`RandomState(seed).choice(num_ids, num_ids - num_test, replace=False)`,
+    what `np.random.seed(1)` + `np.random.choice` give), and tests on the others.
+
+    Args:
+      labels: [N, A] image-level binary attributes (PETA: the 105 columns of `load_peta`).
+      num_test: held-out semantic IDs.
+      seed: the legacy generator's seed.
+
+    Raises:
+      ValueError: fewer than `num_test` semantic IDs with two or more images.
+    """
+    labels = np.asarray(labels)
+    rows, first, inverse = np.unique(labels, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(first, kind="stable")  # semantic IDs in first-appearance order
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    sem = rank[inverse]  # [N] semantic ID of each image
+    counts = np.bincount(sem, minlength=len(order))
+    kept = np.flatnonzero(counts > 1)  # first-appearance order is kept
+    if len(kept) < num_test:
+        raise ValueError(f"{len(kept)} semantic IDs with 2+ images, fewer than num_test={num_test}")
+    training = np.random.RandomState(seed).choice(len(kept), len(kept) - num_test, replace=False)
+    is_train = np.zeros(len(kept), bool)
+    is_train[training] = True
+    train_ids, test_ids = kept[is_train], kept[~is_train]
+    images = np.arange(len(labels))
+    gallery = images[np.isin(sem, test_ids)]
+    query = np.array([images[sem == s][0] for s in test_ids], np.int64)
+    protocol = RetrievalProtocol(
+        query_ids=test_ids.astype(np.int64) + 1,
+        gallery_ids=sem[gallery].astype(np.int64) + 1,
+        query_cams=query,
+        gallery_cams=gallery.astype(np.int64),
+        query_source=query,
+        gallery_source=gallery.astype(np.int64),
+    )
+    return PetaSplit(
+        train_images=images[np.isin(sem, train_ids)].astype(np.int64),
+        query_attributes=labels[query],
+        protocol=protocol,
     )

@@ -5,7 +5,7 @@ import pytest
 
 from reid_jax.data.errors import DatasetFormatError
 from reid_jax.data.records import CameraImage, CaptionedImage
-from reid_jax.evaluation import protocols
+from reid_jax.evaluation import protocols, retrieval
 
 
 def test_text_protocol_flattens_captions_in_order():
@@ -51,3 +51,34 @@ def test_attribute_protocol_exact_vector_match():
     for g, qid in enumerate(p.gallery_ids):
         np.testing.assert_array_equal(queries[qid], attrs[g])
     np.testing.assert_array_equal(p.query_ids, [0, 1, 2])
+
+
+def test_peta_followup_split_by_hand():
+    # Semantic IDs by first appearance: A=[1,0] (images 0, 3, 5), B=[0,1] (1), C=[1,1] (2, 6),
+    # D=[0,0] (4, 7). B has one image and is dropped: kept = A, C, D (first-appearance order).
+    a, b, c, d = [1, 0], [0, 1], [1, 1], [0, 0]
+    labels = np.array([a, b, c, a, d, a, c, d])
+    split = protocols.peta_followup_split(labels, num_test=1, seed=1)
+    # The follow-up code: np.random.seed(1); np.random.choice(3, 2, replace=False).
+    np.random.seed(1)
+    training = set(np.random.choice(3, 2, replace=False).tolist())
+    kept = {0: (0, [0, 3, 5]), 1: (2, [2, 6]), 2: (3, [4, 7])}  # kept index -> (sem id, images)
+    (held,) = set(kept) - training
+    held_sem, held_images = kept[held]
+    train_images = sorted(i for k in training for i in kept[k][1])
+    np.testing.assert_array_equal(split.train_images, train_images)
+    assert 1 not in split.train_images and 1 not in split.protocol.gallery_source  # dropped
+    p = split.protocol
+    np.testing.assert_array_equal(p.gallery_source, held_images)
+    np.testing.assert_array_equal(p.gallery_ids, [held_sem + 1] * len(held_images))
+    np.testing.assert_array_equal(p.query_ids, [held_sem + 1])
+    np.testing.assert_array_equal(p.query_source, held_images[:1])
+    np.testing.assert_array_equal(split.query_attributes, labels[held_images[:1]])
+    # Camera = image index: the junk rule removes the query's own image, nothing else.
+    junk = retrieval.market_junk_mask(p.query_ids, p.gallery_ids, p.query_cams, p.gallery_cams)
+    np.testing.assert_array_equal(junk, [[True] + [False] * (len(held_images) - 1)])
+
+
+def test_peta_followup_split_needs_enough_semantic_ids():
+    with pytest.raises(ValueError, match="fewer than num_test=2"):
+        protocols.peta_followup_split(np.array([[1, 0], [1, 0], [0, 1]]), num_test=2)
