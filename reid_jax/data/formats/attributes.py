@@ -201,3 +201,20 @@ def load_duke_attributes(mat_path: str | os.PathLike) -> list[AttributeRecord]:
         a value other than 0/1/2, duplicated identity.
     """
     return _load(mat_path, "duke_attribute", DUKE_ATTRIBUTE_NAMES, {}, zero_is_unknown=True)
+
+
+MARKET_MODEL_WIDTH = 30
+
+
+def market_model_encoding(values: np.ndarray) -> np.ndarray:
+    """Market-1501 record vectors [..., 27] -> the 30-column model encoding (attribute_reid
+    §2.1 [D]): the 9 two-valued fields as they are, age (0..3) as 4 one-hot columns, then the
+    8 upper and 9 lower colour flags. -1 (unknown) stays -1, across all 4 age columns.
+    """
+    values = np.asarray(values)
+    if values.shape[-1] != len(MARKET_ATTRIBUTE_NAMES):
+        raise ValueError(f"expected [..., 27] Market attributes, got shape {values.shape}")
+    age = values[..., 9:10]
+    one_hot = (age == np.arange(4)).astype(values.dtype)
+    one_hot = np.where(age < 0, -1, one_hot)
+    return np.concatenate([values[..., :9], one_hot, values[..., 10:]], axis=-1)

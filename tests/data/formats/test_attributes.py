@@ -172,3 +172,19 @@ def test_duplicate_identity_and_non_integer_value(tmp_path):
     with pytest.raises(DatasetFormatError, match="non-integer value") as error:
         load_duke_attributes(path)
     assert "field 'shoes'" in str(error.value)
+
+
+def test_market_model_encoding_expands_age_and_keeps_unknowns():
+    from reid_jax.data.formats.attributes import market_model_encoding
+
+    values = np.arange(27) % 2
+    values[9] = 2  # adult
+    encoded = market_model_encoding(values[None])[0]
+    assert encoded.shape == (30,)
+    np.testing.assert_array_equal(encoded[:9], values[:9])
+    np.testing.assert_array_equal(encoded[9:13], [0, 0, 1, 0])
+    np.testing.assert_array_equal(encoded[13:], values[10:])
+    unknown = np.full(27, -1)
+    assert (market_model_encoding(unknown) == -1).all()
+    with pytest.raises(ValueError, match="27"):
+        market_model_encoding(np.zeros(30))
