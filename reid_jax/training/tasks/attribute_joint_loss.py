@@ -1,0 +1,113 @@
+"""The joint-space objective of every player in one differentiable sum (attribute_reid §3.6).
+
+The image branch φ, the concept generator ψ (with the shared semantic-ID classifier W_s) and
+the discriminator D train in one jitted step, each with its own optimizer (an
+`optax.multi_transform` over their parameter subtrees). One sum gives each player exactly
+its own gradient because of where the gradient is stopped:
+
+* D sees detached embeddings in L_D, so L_D moves only D;
+* the adversarial term L_adv(ψ) runs D with detached parameters, so it moves only ψ;
+* nothing else reaches D.
+
+  stage 1: L = L_attr(heads) + L_sid(φ)
+  stage 2: L = L_attr + L_sid(φ) + L_sid(ψ) + L_rank + λ_adv L_adv(ψ) + L_D
+
+(each D step is simultaneous with the generator step, on the same batch [D]).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from reid_jax.losses import joint_space
+from reid_jax.losses.classification import softmax_cross_entropy
+
+Array = jax.Array
+
+
+def _unit(x: Array) -> Array:
+    x = x.astype(jnp.float32)
+    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def semantic_id_loss(embeddings: Array, sids: Array, sid_weights: Array, scale: float) -> Array:
+    """CE(τ cos(W_s, e), sid) (attribute_reid §3.4).
+
+    Args: embeddings [N, d]; sids [N] int in [0, S); sid_weights [S, d]; scale τ.
+    Returns: [] float32.
+    """
+    logits = scale * jnp.matmul(
+        _unit(embeddings), _unit(sid_weights).T, precision=jax.lax.Precision.HIGHEST
+    )
+    return softmax_cross_entropy(logits, sids)
+
+
+def joint_objective(
+    image: dict[str, Array],
+    concepts: Array,
+    discriminator_apply: Callable[[Any, Array], dict[str, Array]],
+    discriminator_params: Any,
+    sid_weights: Array,
+    *,
+    image_labels: Array,
+    image_sids: Array,
+    concept_labels: Array,
+    concept_sids: Array,
+    stage: int,
+    adversarial_weight: float = 0.1,
+    margin: float = 0.2,
+    sid_scale: float = 16.0,
+    softmax_groups: Sequence[tuple[int, int]] = (),
+) -> tuple[Array, dict[str, Array]]:
+    """Total loss and its terms.
+
+    Args:
+      image: the image branch's outputs, 'embedding' [B, d] and 'attribute_logits' [B, A].
+      concepts: [M, d] ψ of the batch's concept vectors (ignored in stage 1).
+      discriminator_apply: (params, embeddings [N, d]) -> {'real_logits' [N],
+        'attribute_logits' [N, A]}.
+      discriminator_params: D's parameters.
+      sid_weights: [S, d] the semantic-ID classifier.
+      image_labels: [B, A] model-encoded attributes of the images' identities.
+      image_sids: [B] their semantic IDs.
+      concept_labels: [M, A] the concept vectors; concept_sids: [M] their semantic IDs.
+      stage: 1 (image branch only) or 2 (everything).
+      adversarial_weight: λ_adv (0 = the joint space without adversary, §3.8 (2)).
+      margin, sid_scale, softmax_groups: see the losses.
+
+    Returns:
+      (loss [], terms {'attr', 'sid_image', and in stage 2 'sid_concept', 'rank', 'adv',
+      'disc'}).
+    """
+    if stage not in (1, 2):
+        raise ValueError(f"stage must be 1 or 2, got {stage}")
+    groups = tuple(softmax_groups)
+    terms = {
+        "attr": joint_space.attribute_loss(image["attribute_logits"], image_labels, groups),
+        "sid_image": semantic_id_loss(image["embedding"], image_sids, sid_weights, sid_scale),
+    }
+    if stage == 2:
+        terms["sid_concept"] = semantic_id_loss(concepts, concept_sids, sid_weights, sid_scale)
+        terms["rank"] = joint_space.global_ranking_loss(
+            image["embedding"], image_labels, concepts, concept_labels, margin=margin
+        )
+        frozen = discriminator_apply(jax.lax.stop_gradient(discriminator_params), concepts)
+        terms["adv"] = joint_space.concept_adversarial_loss(
+            frozen["real_logits"], frozen["attribute_logits"], concept_labels, groups
+        )
+        real = discriminator_apply(discriminator_params, jax.lax.stop_gradient(image["embedding"]))
+        fake = discriminator_apply(discriminator_params, jax.lax.stop_gradient(concepts))
+        terms["disc"] = joint_space.discriminator_loss(
+            real["real_logits"],
+            fake["real_logits"],
+            real["attribute_logits"],
+            image_labels,
+            groups,
+        )
+    weights = {"adv": adversarial_weight}
+    loss = sum(weights.get(name, 1.0) * value for name, value in terms.items())
+    return loss, terms
