@@ -51,9 +51,8 @@ def attribute_prediction_scores(
         binary[start:stop] = False
         block = queries[:, start:stop]
         known = (block >= 0).all(axis=1)
-        if (known & (block.sum(axis=1) != 1)).any() or (
-            (block < 0).any(1) & ~(block < 0).all(1)
-        ).any():
+        not_asked = (block < 0).all(axis=1)
+        if (known & (block.sum(axis=1) != 1)).any() or (~known & ~not_asked).any():
             raise ValueError(f"softmax group {start}:{stop} must be one-hot or all -1")
         z = logits[:, start:stop]
         log_p = z - np.logaddexp.reduce(z, axis=1, keepdims=True)  # [N, k]

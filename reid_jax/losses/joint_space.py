@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from reid_jax import distances
+
 Array = jax.Array
 
 
@@ -149,10 +151,6 @@ def global_ranking_loss(
     Returns:
       [] float32.
     """
-    image = image_feats.astype(jnp.float32)
-    concept = concept_feats.astype(jnp.float32)
-    image = image / jnp.maximum(jnp.linalg.norm(image, axis=-1, keepdims=True), 1e-12)
-    concept = concept / jnp.maximum(jnp.linalg.norm(concept, axis=-1, keepdims=True), 1e-12)
-    similarity = jnp.matmul(image, concept.T, precision=jax.lax.Precision.HIGHEST)  # [B, M]
+    similarity = distances.pairwise_cosine(image_feats, concept_feats)  # [B, M]
     positive = jnp.all(image_labels[:, None, :] == concept_labels[None, :, :], axis=-1)
     return _batch_hard(similarity, positive, margin) + _batch_hard(similarity.T, positive.T, margin)

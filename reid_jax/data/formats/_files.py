@@ -80,3 +80,18 @@ def require_dir(path: str, what: str) -> str:
     if not os.path.isdir(path):
         raise DatasetFormatError(path, f"missing directory ({what})")
     return path
+
+
+def find_file(root_or_file: str, candidates: tuple[str, ...], what: str) -> str:
+    """`root_or_file` itself if it is a file, else the first of `candidates` under it.
+
+    Raises:
+      DatasetFormatError: none exists; names the first candidate and "`what` not found".
+    """
+    if os.path.isfile(root_or_file):
+        return root_or_file
+    for name in candidates:
+        candidate = os.path.join(root_or_file, name)
+        if os.path.isfile(candidate):
+            return candidate
+    raise DatasetFormatError(os.path.join(root_or_file, candidates[0]), f"{what} not found")

@@ -58,16 +58,7 @@ IMAGE_ROOT_CANDIDATES = (
 def find_annotation_file(root_or_mat_path: str) -> str:
     """Returns the .mat path: the argument itself if it is a file, else the first of
     `ANNOTATION_CANDIDATES` under it."""
-    if os.path.isfile(root_or_mat_path):
-        return root_or_mat_path
-    for name in ANNOTATION_CANDIDATES:
-        candidate = os.path.join(root_or_mat_path, name)
-        if os.path.isfile(candidate):
-            return candidate
-    raise DatasetFormatError(
-        os.path.join(root_or_mat_path, ANNOTATION_CANDIDATES[0]),
-        "PA-100K annotation file not found",
-    )
+    return _files.find_file(root_or_mat_path, ANNOTATION_CANDIDATES, "PA-100K annotation file")
 
 
 def find_image_root(dataset_root: str) -> str:

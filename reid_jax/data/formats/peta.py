@@ -56,16 +56,9 @@ class PetaAnnotations:
 
 
 def find_annotation_file(root_or_mat_path: str) -> str:
-    """The .mat path: the argument if it is a file, else the first of ANNOTATION_CANDIDATES."""
-    if os.path.isfile(root_or_mat_path):
-        return root_or_mat_path
-    for name in ANNOTATION_CANDIDATES:
-        candidate = os.path.join(root_or_mat_path, name)
-        if os.path.isfile(candidate):
-            return candidate
-    raise DatasetFormatError(
-        os.path.join(root_or_mat_path, ANNOTATION_CANDIDATES[0]), "PETA annotation file not found"
-    )
+    """Returns the .mat path: the argument itself if it is a file, else the first of
+    `ANNOTATION_CANDIDATES` under it."""
+    return _files.find_file(root_or_mat_path, ANNOTATION_CANDIDATES, "PETA annotation file")
 
 
 def load_peta(

@@ -21,17 +21,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
+from reid_jax import distances
 from reid_jax.losses import joint_space
 from reid_jax.losses.classification import softmax_cross_entropy
 
 Array = jax.Array
-
-
-def _unit(x: Array) -> Array:
-    x = x.astype(jnp.float32)
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def semantic_id_loss(embeddings: Array, sids: Array, sid_weights: Array, scale: float) -> Array:
@@ -40,9 +35,7 @@ def semantic_id_loss(embeddings: Array, sids: Array, sid_weights: Array, scale: 
     Args: embeddings [N, d]; sids [N] int in [0, S); sid_weights [S, d]; scale τ.
     Returns: [] float32.
     """
-    logits = scale * jnp.matmul(
-        _unit(embeddings), _unit(sid_weights).T, precision=jax.lax.Precision.HIGHEST
-    )
+    logits = scale * distances.pairwise_cosine(embeddings, sid_weights)
     return softmax_cross_entropy(logits, sids)
 
 
