@@ -11,9 +11,18 @@
     reid-jax train --config configs/aptm.py:cuhk_pedes --workdir runs/aptm_cuhk \\
         --config.init_from=runs/mals --config.data.train_files=.../cuhk_train.json ...
 
+    # Attributes: fine-tune with the attribute prompts alone (IAC + IAM + MAM, aptm §4.6),
+    # evaluate recognition (mA, aptm §6.4) and attribute queries (attribute_reid §4).
+    reid-jax train --config configs/aptm.py:embedded_attributes --workdir runs/aptm_attr \
+        --config.init_from=runs/aptm_pre
+    reid-jax train --config configs/aptm.py:pa100k --workdir runs/aptm_pa100k \
+        --config.data.root=/data/PA-100K --config.init_from=runs/mals ...
+
 Variants: 'embedded' (default: fine-tuning on the embedded CUHK-PEDES part),
-'embedded_pretrain' (pre-training on the embedded MALS part), 'mals_pretrain', 'cuhk_pedes',
-'icfg_pedes', 'rstpreid' (the paper's settings, aptm §5.3); add 'smoke' for a seconds-long run.
+'embedded_pretrain' (pre-training on the embedded MALS part), 'embedded_attributes' (the
+embedded Market-1501 part with its identities' attributes as the 27 MALS labels),
+'mals_pretrain', 'cuhk_pedes', 'icfg_pedes', 'rstpreid', 'pa100k' (the paper's settings,
+aptm §5.3); add 'smoke' for a seconds-long run.
 
 ITC gradient (aptm §8.1): every config uses loss.itc_gradient_scale='global' (the true
 gradient of the global-batch loss); 'per_device_emulation' reproduces the reference's 1/W
@@ -34,17 +43,21 @@ VARIANTS = (
     "embedded",
     "embedded_minilm",
     "embedded_pretrain",
+    "embedded_attributes",
     "mals_pretrain",
     "cuhk_pedes",
     "icfg_pedes",
     "rstpreid",
+    "pa100k",
 )
 PRETRAIN = ("embedded_pretrain", "mals_pretrain")
-PAPER = ("mals_pretrain", "cuhk_pedes", "icfg_pedes", "rstpreid")
+PAPER = ("mals_pretrain", "cuhk_pedes", "icfg_pedes", "rstpreid", "pa100k")
+ATTRIBUTES = ("embedded_attributes", "pa100k")  # attribute images, no captions
 
 # aptm §4.6: the terms of each stage and their weights (APL: beta = 0.8 over its 3 terms).
 PRETRAIN_WEIGHTS = dict(itc=1.0, itm=1.0, mlm=1.0, iac=0.8 / 3, iam=0.8 / 3, mam=0.8 / 3)
 FINETUNE_WEIGHTS = dict(itc=1.0, itc_eda=0.8, itm=1.0, itm_eda=0.8, mlm=1.0)
+ATTRIBUTE_WEIGHTS = dict(iac=1.0, iam=1.0, mam=1.0)  # PA-100K: unweighted, not / 3
 
 # aptm §5.1: no weight decay where the PyTorch name contains 'bias' or a norm weight.
 NO_DECAY = r"bias|LayerNorm/scale|(^|/)norm[12]?/scale"
@@ -97,7 +110,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     dataset = {v: "embedded" for v in VARIANTS if v.startswith("embedded")}.get(
         variant, "mals" if variant == "mals_pretrain" else variant
     )
-    short = {"cuhk_pedes": "cuhk", "icfg_pedes": "icfg", "rstpreid": "rstp"}
+    attribute_images = variant in ATTRIBUTES
+    short = {"cuhk_pedes": "cuhk", "icfg_pedes": "icfg", "rstpreid": "rstp", "pa100k": "pa100k"}
     cleaned = variant in ("icfg_pedes", "rstpreid")
     required = config_lib.required_placeholder
 
@@ -113,22 +127,33 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data = ml_collections.ConfigDict(
         dict(
             dataset=dataset,
-            # embedded: which part trains ('mals' pre-training, 'cuhk' fine-tuning).
-            embedded_part="mals" if pretrain else "cuhk",
-            root="",  # embedded: '' = <$REID_JAX_DATA or ~/.cache/reid_jax>/embedded
+            # embedded: which part trains ('mals' pre-training, 'cuhk' fine-tuning, 'market'
+            # attribute images).
+            embedded_part="mals" if pretrain else "market" if attribute_images else "cuhk",
+            # embedded: '' = <$REID_JAX_DATA or ~/.cache/reid_jax>/embedded; PA-100K: the
+            # folder of annotation.mat (images in release_data/release_data/).
+            root=required(str) if variant == "pa100k" else "",
+            # The attribute prompts (aptm §2.2-2.3): 'mals' (27 attributes) or 'pa100k' (26).
+            prompt_set="pa100k" if variant == "pa100k" else "mals",
             # Real data (aptm §1.1-1.2): annotation files and the folders their paths start in.
-            train_files=required(tuple) if paper else (),
-            train_image_root=required(str) if paper else "",
-            test_file=required(str) if paper else "",
-            test_image_root=required(str) if paper else "",
+            train_files=required(tuple) if paper and not attribute_images else (),
+            train_image_root=required(str) if paper and not attribute_images else "",
+            test_file=required(str) if paper and not attribute_images else "",
+            test_image_root=required(str) if paper and not attribute_images else "",
             first_caption_only=variant == "icfg_pedes",  # the ICFG test protocol
             # bert-base-uncased vocab.txt; '' on embedded data = built from its captions.
             vocab_file=required(str) if paper and variant == "mals_pretrain" else "",
             image_size=(384, 128) if paper else (128, 64),
-            train_normalisation="mals" if pretrain else short.get(variant, "cuhk"),
-            test_normalisation=short.get(variant, "cuhk"),
+            train_normalisation=(
+                "mals"
+                if pretrain or variant == "embedded_attributes"
+                else short.get(variant, "cuhk")
+            ),
+            test_normalisation=(
+                "mals" if variant == "embedded_attributes" else short.get(variant, "cuhk")
+            ),
             erasing_p=0.6,
-            max_tokens=56 if paper else 40,
+            max_tokens=15 if variant == "pa100k" else 56 if paper else 40,
             max_words=56,
             clean_test=cleaned,  # ICFG/RSTP: test captions lower-cased, [0-9a-z] only
             clean_eda=cleaned,
@@ -169,10 +194,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     )
 
-    per_gpu = 150 if pretrain else 120
+    per_gpu = 150 if pretrain else 200 if variant == "pa100k" else 120
+    weights = (
+        PRETRAIN_WEIGHTS
+        if pretrain
+        else ATTRIBUTE_WEIGHTS
+        if attribute_images
+        else FINETUNE_WEIGHTS
+    )
     config.loss = ml_collections.ConfigDict(
         dict(
-            weights=ml_collections.ConfigDict(PRETRAIN_WEIGHTS if pretrain else FINETUNE_WEIGHTS),
+            weights=ml_collections.ConfigDict(weights),
             # Reference per-GPU batch: ITM negatives, IAM prompts, MAM images and the MLM/IAC
             # means are per group of this size (aptm §8.2).
             group_size=per_gpu if paper else 32,
@@ -209,7 +241,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.train = ml_collections.ConfigDict(
         dict(
             batch_size=per_gpu * 4 if paper else 32,
-            num_epochs={"mals_pretrain": 32}.get(variant, 30) if paper else (4 if pretrain else 6),
+            num_epochs={"mals_pretrain": 32}.get(variant, 30)
+            if paper
+            else {"embedded_pretrain": 4, "embedded_attributes": 8}.get(variant, 6),
             num_steps=0,
             grad_accum_steps=1,  # keep 1: accumulation changes the ITC negatives (§8.5)
             ema_decay=0.0,
@@ -220,12 +254,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     workers = 4
     config.eval = ml_collections.ConfigDict(
         dict(
-            # Best checkpoint by the two-stage R@1 as the published tables compute it.
-            select_metric=f"fused_w{workers}/R1",
+            # Best checkpoint by the two-stage R@1 as the published tables compute it
+            # (attribute images: by mA).
+            select_metric="recognition/mA" if attribute_images else f"fused_w{workers}/R1",
             use_ema=False,
             every_epochs=1 if paper else 0,  # aptm §5.4: every epoch, on the test set
-            batch_size=64 if paper else 32,  # images per encoder call
-            text_batch_size=256 if paper else 64,
+            batch_size=(200 if variant == "pa100k" else 64) if paper else 32,  # images per call
+            text_batch_size=(1000 if variant == "pa100k" else 256) if paper else 64,
             k_test=128 if paper else 64,
             itm_batch_size=1024 if paper else 512,  # (query, candidate) pairs per call
             reference_gpus=workers,  # W of the fused_w<W> variant (aptm §6.2)
@@ -273,8 +308,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                 cuhk_train_ids=8,
                 cuhk_val_ids=0,
                 cuhk_test_ids=4,
-                market_train_ids=1,
-                market_test_ids=1,
+                market_train_ids=2 if attribute_images else 1,
+                market_test_ids=2 if attribute_images else 1,
                 market_distractors=0,
                 market_junk=0,
                 mals_pairs=16,

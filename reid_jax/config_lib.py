@@ -198,6 +198,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     for name in optim.no_decay_groups:
         _check(name in names, "optim.no_decay_groups", f"'{name}' is not a group in {names}")
+    for name in optim.get("group_options") or {}:
+        _check(name in names, f"optim.group_options.{name}", f"'{name}' is not a group in {names}")
     _check(
         config.model.dtype in DTYPES,
         "model.dtype",

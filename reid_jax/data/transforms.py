@@ -238,3 +238,39 @@ def alignedreid_test_transform(image: np.ndarray, *, image_size: tuple[int, int]
       float32 [H, W, 3].
     """
     return normalize(resize_bilinear(image, image_size), ALIGNEDREID_MEAN, ALIGNEDREID_STD)
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def pad_crop_flip_train_transform(
+    image: np.ndarray, *, image_size: tuple[int, int], rng: np.random.Generator, padding: int = 10
+) -> np.ndarray:
+    """The usual re-id training transform (attribute_reid §3.6): bilinear resize -> flip with
+    p = 0.5 -> zero-pad `padding` pixels on every side and crop H x W back at a uniformly
+    random offset -> ImageNet normalisation (the padding is black before normalising).
+
+    Args:
+      image: uint8 [h, w, 3].
+      image_size: (H, W).
+      rng: three draws per image (flip, top, left).
+      padding: pixels added on each side (0 = no crop).
+
+    Returns:
+      float32 [H, W, 3].
+    """
+    resized = resize_bilinear(image, image_size)
+    if rng.random() < 0.5:
+        resized = horizontal_flip(resized)
+    top, left = (int(rng.integers(0, 2 * padding + 1)) for _ in range(2))
+    if padding:
+        padded = np.pad(resized, ((padding, padding), (padding, padding), (0, 0)))
+        resized = padded[top : top + image_size[0], left : left + image_size[1]]
+    return normalize(resized, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def imagenet_test_transform(image: np.ndarray, *, image_size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize -> ImageNet normalisation (the test side of
+    `pad_crop_flip_train_transform`)."""
+    return normalize(resize_bilinear(image, image_size), IMAGENET_MEAN, IMAGENET_STD)

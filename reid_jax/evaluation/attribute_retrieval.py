@@ -1,4 +1,10 @@
-"""Attribute-prediction retrieval, the baseline of attribute_reid §3.8 (1).
+"""Attribute-query scoring and metrics (attribute_reid §3.8, §4).
+
+* `attribute_prediction_scores`: the baseline of §3.8 (1), see below.
+* `protocol_metrics`, `chance_r1`: the attribute-query protocol's metrics, shared by every
+  attribute-capable model (the joint space, APTM's prompts).
+
+Attribute-prediction retrieval:
 
 A model predicts each gallery image's attributes; a query vector scores an image by the
 log-probability the predictions give it: the sum over the query's known fields of
@@ -12,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from reid_jax.evaluation import retrieval
+from reid_jax.evaluation.protocols import RetrievalProtocol
 
 
 def _log_sigmoid(x: np.ndarray) -> np.ndarray:
@@ -61,3 +70,38 @@ def attribute_prediction_scores(
     asked_yes = ((queries == 1) & binary).astype(np.float64)
     asked_no = ((queries == 0) & binary).astype(np.float64)
     return scores + asked_yes @ log_yes.T + asked_no @ log_no.T
+
+
+def protocol_metrics(scores: np.ndarray, protocol: RetrievalProtocol) -> dict[str, float]:
+    """R1/R5/R10, step mAP and trapezoid mAP of attribute queries (attribute_reid §4).
+
+    Relevant = same id (identical attribute vector, or PETA's semantic ID); junk only where
+    the protocol has cameras (PETA: the query's own source image). Ranked with the image
+    re-id metrics (stable order, sklearn-style AP with tie groups).
+
+    Args:
+      scores: [Q, G] float, higher = better.
+      protocol: query_ids [Q], gallery_ids [G] (no id 0 or -1), optional cameras.
+
+    Returns:
+      {'R1', 'R5', 'R10', 'mAP' (step), 'mAP_trapezoid'} in percent.
+    """
+    if protocol.query_cams is None:  # no junk: cameras that never match
+        query_cams = np.full(len(protocol.query_ids), -1)
+        gallery_cams = np.full(len(protocol.gallery_ids), -2)
+    else:
+        query_cams, gallery_cams = protocol.query_cams, protocol.gallery_cams
+    args = (-np.asarray(scores), protocol.query_ids, protocol.gallery_ids, query_cams, gallery_cams)
+    out = retrieval.image_reid_metrics(*args, ap_mode="step")
+    out["mAP_trapezoid"] = retrieval.image_reid_metrics(*args, ap_mode="trapezoid")["mAP"]
+    return out
+
+
+def chance_r1(protocol: RetrievalProtocol) -> float:
+    """R1 of a random ranking in percent: mean over queries of relevant / candidate images."""
+    relevant = protocol.query_ids[:, None] == protocol.gallery_ids[None, :]
+    candidates = np.full(relevant.shape, True)
+    if protocol.query_cams is not None:
+        junk = relevant & (protocol.query_cams[:, None] == protocol.gallery_cams[None, :])
+        relevant, candidates = relevant & ~junk, ~junk
+    return 100.0 * float(np.mean(relevant.sum(1) / candidates.sum(1)))

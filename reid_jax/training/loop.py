@@ -71,7 +71,9 @@ def _check_finite(pending: list[Any], last_step: int) -> list[dict[str, Any]]:
 
 def _log_interval(writer, pbar, host, step, setup, config, images, seconds) -> None:
     multipliers = [float(m["lr_multiplier"]) for m in host]
-    lrs = optim.group_learning_rates(config.optim, multipliers[-1])
+    lrs = optim.group_learning_rates(
+        config.optim, multipliers[-1], step=step - 1, steps_per_epoch=setup.info.steps_per_epoch
+    )
     names = [k for k in host[0] if k != "lr_multiplier"]
     means = {k: float(np.mean([m[k] for m in host])) for k in names}
     scalars = {

@@ -15,6 +15,13 @@
     'warmup_linear' and 'warmup_step_linear' (aptm §5.2, their own warm-up of warmup_steps,
     or floor(warmup_fraction * T) steps); warmup_steps of linear warm-up multiply the others.
   clip_norm: > 0 clips the gradient to this global norm before the update (0 = off).
+  group_options (optional): group name -> overrides for that group only:
+    b1, b2, eps: its own Adam moments (e.g. a discriminator's b1 = 0.5);
+    start_epoch: the group is frozen before this epoch: no update and no optimizer-state
+      change (its Adam step count and moments start when it starts), as for players that
+      join in a later training stage;
+    epoch_factors: ((epoch, factor), ...) ascending: from each epoch on, the group's lr is
+      also multiplied by that factor (e.g. ((30, 0.1),): a tenth of the lr from epoch 30).
 Optimizers and schedules are registered in `OPTIMIZERS` and `SCHEDULES`, the only place that
 names them (`config_lib.validate` checks names against them).
 """
@@ -23,7 +30,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -200,9 +207,8 @@ def make_schedule(optim_config: Any, *, steps_per_epoch: int, total_steps: int) 
     return warmed
 
 
-def _adam(optim_config: Any, lr: Schedule, weight_decay: float) -> optax.GradientTransformation:
+def _adam(moments: dict, lr: Schedule, weight_decay: float) -> optax.GradientTransformation:
     """Adam; weight decay is coupled L2 added to the gradient (AlignedReID, alignedreid §6.1)."""
-    moments = dict(b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps)
     if weight_decay:
         return optax.chain(
             optax.add_decayed_weights(weight_decay),
@@ -212,17 +218,73 @@ def _adam(optim_config: Any, lr: Schedule, weight_decay: float) -> optax.Gradien
     return optax.adam(lr, **moments)
 
 
-def _adamw(optim_config: Any, lr: Schedule, weight_decay: float) -> optax.GradientTransformation:
+def _adamw(moments: dict, lr: Schedule, weight_decay: float) -> optax.GradientTransformation:
     """AdamW: decoupled decay scaled by the lr (APTM, aptm §5.1)."""
-    moments = dict(b1=optim_config.b1, b2=optim_config.b2, eps=optim_config.eps)
     return optax.adamw(lr, weight_decay=weight_decay, **moments)
 
 
-# The one place that names optimizers: (optim_config, lr schedule, weight decay) -> transform.
-OPTIMIZERS: dict[str, Callable[[Any, Schedule, float], optax.GradientTransformation]] = {
+# The one place that names optimizers: ({b1, b2, eps}, lr schedule, weight decay) -> transform.
+OPTIMIZERS: dict[str, Callable[[dict, Schedule, float], optax.GradientTransformation]] = {
     "adam": _adam,
     "adamw": _adamw,
 }
+
+
+GROUP_OPTIONS = frozenset({"b1", "b2", "eps", "start_epoch", "epoch_factors"})
+
+
+def _group_options(optim_config: Any, name: str) -> dict[str, Any]:
+    """The `optim.group_options` entry of a group ({} when none), keys checked."""
+    options = optim_config.get("group_options") or {}
+    entry = dict(options.get(name) or {})
+    unknown = set(entry) - GROUP_OPTIONS
+    if unknown:
+        raise ValueError(
+            f"config.optim.group_options.{name}: unknown option(s) {sorted(unknown)}, "
+            f"choose from {sorted(GROUP_OPTIONS)}"
+        )
+    return entry
+
+
+def _epoch_factor_schedule(factors: Sequence[Sequence[float]], steps_per_epoch: int) -> Schedule:
+    """1 before the first listed epoch, then the factor of the last listed epoch reached."""
+    boundaries = [int(epoch) * steps_per_epoch for epoch, _ in factors]
+    values = [float(factor) for _, factor in factors]
+    if boundaries != sorted(boundaries):
+        raise ValueError(f"config.optim.group_options epoch_factors must ascend, got {factors}")
+
+    def schedule(step):
+        step = jnp.asarray(step)
+        out = jnp.ones((), jnp.float32)
+        for boundary, value in zip(boundaries, values, strict=True):
+            out = jnp.where(step >= boundary, value, out)
+        return out
+
+    return schedule
+
+
+class _FrozenUntilState(NamedTuple):
+    count: jax.Array
+    inner: Any
+
+
+def frozen_until(inner: optax.GradientTransformation, start_step: int):
+    """`inner` from optimizer step `start_step` on; before it zero updates and an unchanged
+    inner state (so the inner step count and moments begin when the group starts)."""
+
+    def init(params):
+        return _FrozenUntilState(jnp.zeros((), jnp.int32), inner.init(params))
+
+    def update(updates, state, params=None):
+        new_updates, new_inner = inner.update(updates, state.inner, params)
+        active = state.count >= start_step
+        new_updates = jax.tree.map(lambda u: jnp.where(active, u, jnp.zeros_like(u)), new_updates)
+        new_inner = jax.tree.map(
+            lambda new, old: jnp.where(active, new, old), new_inner, state.inner
+        )
+        return new_updates, _FrozenUntilState(state.count + 1, new_inner)
+
+    return optax.GradientTransformation(init, update)
 
 
 def make_optimizer(
@@ -242,11 +304,19 @@ def make_optimizer(
     schedule = make_schedule(optim_config, steps_per_epoch=steps_per_epoch, total_steps=total_steps)
     transforms = {}
     for name, _ in optim_config.groups:
+        options = _group_options(optim_config, name)
         group_lr = float(optim_config.lr) * float(optim_config.lr_multipliers[name])
-        lr_schedule = lambda step, group_lr=group_lr: group_lr * schedule(step)
+        factor = _epoch_factor_schedule(options.get("epoch_factors", ()), steps_per_epoch)
+        lr_schedule = lambda step, group_lr=group_lr, factor=factor: (
+            group_lr * schedule(step) * factor(step)
+        )
         decay = name not in tuple(optim_config.no_decay_groups)
         weight_decay = float(optim_config.weight_decay) if decay else 0.0
-        transforms[name] = OPTIMIZERS[optim_config.name](optim_config, lr_schedule, weight_decay)
+        moments = {key: float(options.get(key, optim_config[key])) for key in ("b1", "b2", "eps")}
+        transform = OPTIMIZERS[optim_config.name](moments, lr_schedule, weight_decay)
+        if int(options.get("start_epoch", 0)) > 0:
+            transform = frozen_until(transform, int(options["start_epoch"]) * steps_per_epoch)
+        transforms[name] = transform
     labels = param_group_labels(params, optim_config.groups)
     optimizer = optax.multi_transform(transforms, labels)
     if optim_config.clip_norm > 0:
@@ -255,17 +325,25 @@ def make_optimizer(
     return optimizer
 
 
-def group_learning_rates(optim_config: Any, multiplier: float) -> dict[str, float]:
+def group_learning_rates(
+    optim_config: Any, multiplier: float, *, step: int = 0, steps_per_epoch: int = 1
+) -> dict[str, float]:
     """Host-side lr of every group for a schedule value (for logging only).
 
     Args:
       optim_config: `config.optim`.
       multiplier: value of the `make_schedule` function at the step.
+      step, steps_per_epoch: where the run is, for the groups' own `group_options`
+        (a frozen group logs lr 0).
 
     Returns:
       group name -> learning rate.
     """
-    return {
-        name: float(optim_config.lr) * float(optim_config.lr_multipliers[name]) * multiplier
-        for name, _ in optim_config.groups
-    }
+    out = {}
+    for name, _ in optim_config.groups:
+        options = _group_options(optim_config, name)
+        factor = _epoch_factor_schedule(options.get("epoch_factors", ()), steps_per_epoch)
+        started = step >= int(options.get("start_epoch", 0)) * steps_per_epoch
+        lr = float(optim_config.lr) * float(optim_config.lr_multipliers[name]) * multiplier
+        out[name] = lr * float(factor(step)) if started else 0.0
+    return out

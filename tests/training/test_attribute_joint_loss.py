@@ -43,25 +43,31 @@ def _setup():
     return generator, disc, params, stats, batch
 
 
-def _objective(params, generator, disc, stats, batch, stage=2):
+def _objective_inputs(params, generator, disc, stats, batch):
     out = batch["pixels"] @ params["image"]["w"]
     image = {"embedding": out[:, :D], "attribute_logits": out[:, D:]}
     concepts = generator.apply(
         {"params": params["concept"], "batch_stats": stats}, batch["concept_labels"], train=False
     )["embedding"]
-    return jl.joint_objective(
+    labels = dict(
+        image_labels=batch["image_labels"],
+        image_sids=batch["image_sids"],
+        concept_labels=batch["concept_labels"],
+        concept_sids=batch["concept_sids"],
+    )
+    return (
         image,
         concepts,
         lambda p, e: disc.apply({"params": p}, e),
         params["disc"],
         params["sid"],
-        image_labels=batch["image_labels"],
-        image_sids=batch["image_sids"],
-        concept_labels=batch["concept_labels"],
-        concept_sids=batch["concept_sids"],
-        stage=stage,
-        softmax_groups=GROUPS,
+        labels,
     )
+
+
+def _objective(params, generator, disc, stats, batch, stage=2):
+    *inputs, labels = _objective_inputs(params, generator, disc, stats, batch)
+    return jl.joint_objective(*inputs, **labels, stage=stage, softmax_groups=GROUPS)
 
 
 def _close(a, b):
@@ -176,3 +182,36 @@ def test_one_jitted_step_updates_every_player_with_its_own_optimizer():
         for delta, grad in zip(jax.tree.leaves(moved), jax.tree.leaves(grads[name]), strict=True):
             expected = -lr * np.sign(np.asarray(grad))
             np.testing.assert_allclose(delta, expected, atol=lr * 1e-3)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_traced_stage_equals_the_static_stage(stage):
+    generator, disc, params, stats, batch = _setup()
+    static = _objective(params, generator, disc, stats, batch, stage=stage)[0]
+    traced = jax.jit(lambda p, s: _objective(p, generator, disc, stats, batch, stage=s)[0])(
+        params, jnp.asarray(stage)
+    )
+    np.testing.assert_allclose(traced, static, rtol=1e-5)
+
+
+def test_weights_scale_their_terms_and_unknown_names_fail():
+    generator, disc, params, stats, batch = _setup()
+    loss, terms = _objective(params, generator, disc, stats, batch)
+    weights = {"attr": 2.0, "adv": 0.0, "disc": 0.0, "sid_image": 0.5}
+    *inputs, labels = _objective_inputs(params, generator, disc, stats, batch)
+    out = jl.joint_objective(
+        *inputs,
+        **labels,
+        stage=2,
+        weights=weights,
+        softmax_groups=GROUPS,
+    )[0]
+    expected = 2 * terms["attr"] + 0.5 * terms["sid_image"] + terms["sid_concept"] + terms["rank"]
+    np.testing.assert_allclose(out, expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="unknown loss weights"):
+        jl.joint_objective(
+            *_objective_inputs(params, generator, disc, stats, batch)[:-1],
+            **_objective_inputs(params, generator, disc, stats, batch)[-1],
+            stage=2,
+            weights={"adversary": 1.0},
+        )

@@ -139,3 +139,51 @@ def test_group_learning_rates_for_logging():
     sched = optim.make_schedule(config, steps_per_epoch=10, total_steps=600)
     lrs = optim.group_learning_rates(config, float(sched(250)))
     assert lrs == pytest.approx({"backbone": 1e-5, "heads": 1e-4})
+
+
+def test_group_options_freeze_until_start_then_own_moments_and_factors():
+    """A group frozen until epoch 2 keeps params and optimizer state; it then behaves as a
+    fresh Adam with its own b1; another group's lr drops by its epoch factor."""
+    options = ml_collections.ConfigDict(
+        dict(
+            backbone=dict(start_epoch=2, b1=0.5),
+            heads=dict(epoch_factors=((1, 0.1),)),
+        )
+    )
+    config = _optim_config(schedule="constant", group_options=options)
+    params = {"backbone": {"w": jnp.ones(3)}, "head": {"w": jnp.ones(2)}}
+    tx = optim.make_optimizer(config, params, steps_per_epoch=2, total_steps=8)
+    state = tx.init(params)
+    grads_seq = [
+        {"backbone": {"w": jnp.full(3, float(i + 1))}, "head": {"w": jnp.full(2, 2.0)}}
+        for i in range(6)
+    ]
+    history = []
+    for grads in grads_seq:
+        updates, state = tx.update(grads, state, params)
+        history.append(jax.tree.map(np.asarray, updates))
+    # Backbone: nothing for steps 0-3; step 4 is a fresh Adam step (first update = -lr * sign).
+    for i in range(4):
+        np.testing.assert_array_equal(history[i]["backbone"]["w"], 0.0)
+    np.testing.assert_allclose(history[4]["backbone"]["w"], -1e-4, rtol=1e-5)
+    # Second fresh step with b1 = 0.5, b2 = 0.999, gradients 5 then 6 (lr 1e-3 x 0.1).
+    m = 0.5 * (0.5 * 5.0) + 0.5 * 6.0
+    v = 0.999 * (0.001 * 25.0) + 0.001 * 36.0
+    expected = -1e-4 * (m / (1 - 0.5**2)) / (np.sqrt(v / (1 - 0.999**2)) + 1e-8)
+    np.testing.assert_allclose(history[5]["backbone"]["w"], expected, rtol=1e-5)
+    # Heads: constant gradient -> Adam step of -lr; lr x 0.1 from epoch 1 (step 2).
+    np.testing.assert_allclose(history[0]["head"]["w"], -1e-3, rtol=1e-4)
+    np.testing.assert_allclose(history[1]["head"]["w"], -1e-3, rtol=1e-4)
+    np.testing.assert_allclose(history[2]["head"]["w"], -1e-4, rtol=1e-4)
+    lrs = optim.group_learning_rates(config, 1.0, step=3, steps_per_epoch=2)
+    assert lrs == pytest.approx({"backbone": 0.0, "heads": 1e-3 * 0.1})
+    lrs = optim.group_learning_rates(config, 1.0, step=4, steps_per_epoch=2)
+    assert lrs == pytest.approx({"backbone": 1e-4, "heads": 1e-4})
+
+
+def test_group_options_unknown_key_is_named():
+    options = ml_collections.ConfigDict(dict(heads=dict(beta=0.5)))
+    with pytest.raises(ValueError, match="group_options.heads.*beta"):
+        optim.make_optimizer(
+            _optim_config(group_options=options), PARAMS, steps_per_epoch=1, total_steps=2
+        )

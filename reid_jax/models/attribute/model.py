@@ -141,10 +141,72 @@ class Discriminator(nn.Module):
         }
 
 
-MARKET_GROUPS: tuple[tuple[int, ...], ...] = tuple((i,) for i in range(9)) + (
-    tuple(range(9, 13)),  # age, one-hot (the 30-column model encoding of attribute_reid §2.1)
-    tuple(range(13, 21)),  # 8 upper colours
-    tuple(range(21, 30)),  # 9 lower colours
-)
-"""Market-1501's 12 attribute groups over the 30-column model encoding: 9 two-valued fields,
-age as 4 one-hot columns, the upper and the lower colour flags."""
+class AttributeJointSpace(nn.Module):
+    """The three players and the semantic-ID classifier in one parameter tree (attribute_reid
+    §3): `image` (AttributeImageBranch), `generator` (ConceptGenerator), `discriminator`
+    (Discriminator) and `sid_weights` [S, d], the shared cosine classifier W_s (§3.4).
+
+    Attributes:
+      groups: attribute groups of the image branch (see AttributeImageBranch).
+      num_sids: S, distinct training vectors.
+      embed_dim, reduce_dim, backbone_depth, width_multiplier, dtype: the image branch.
+      generator_hidden, discriminator_hidden: MLP widths.
+    """
+
+    groups: Sequence[Sequence[int]]
+    num_sids: int
+    embed_dim: int = 512
+    reduce_dim: int = 512
+    backbone_depth: int = 50
+    width_multiplier: float = 1.0
+    generator_hidden: Sequence[int] = (512, 1024)
+    discriminator_hidden: Sequence[int] = (512, 256)
+    dtype: Any = jnp.float32
+
+    def setup(self) -> None:
+        self.image = AttributeImageBranch(
+            groups=self.groups,
+            embed_dim=self.embed_dim,
+            reduce_dim=self.reduce_dim,
+            backbone_depth=self.backbone_depth,
+            width_multiplier=self.width_multiplier,
+            dtype=self.dtype,
+        )
+        self.generator = ConceptGenerator(embed_dim=self.embed_dim, hidden=self.generator_hidden)
+        self.discriminator = Discriminator(
+            num_attributes=sum(len(cols) for cols in self.groups), hidden=self.discriminator_hidden
+        )
+        self.sid_weights = self.param(
+            "sid_weights", nn.initializers.normal(0.01), (self.num_sids, self.embed_dim)
+        )
+
+    def encode_image(self, images: jnp.ndarray, *, train: bool) -> dict[str, jnp.ndarray]:
+        """φ: see AttributeImageBranch."""
+        return self.image(images, train=train)
+
+    def encode_attributes(self, attributes: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+        """ψ: [M, A] vectors -> [M, d] concepts."""
+        return self.generator(attributes, train=train)["embedding"]
+
+    def discriminate(self, embeddings: jnp.ndarray) -> dict[str, jnp.ndarray]:
+        """D: see Discriminator."""
+        return self.discriminator(embeddings)
+
+    def semantic_id_weights(self) -> jnp.ndarray:
+        """W_s [S, d]."""
+        return self.sid_weights
+
+    def __call__(
+        self, images: jnp.ndarray, attributes: jnp.ndarray, *, train: bool
+    ) -> dict[str, Any]:
+        """Every player at once: 'image' (φ outputs), 'concepts' [M, d], 'real' and 'fake'
+        (D on the image embeddings and on the concepts), 'sid_weights' [S, d]."""
+        image = self.encode_image(images, train=train)
+        concepts = self.encode_attributes(attributes, train=train)
+        return {
+            "image": image,
+            "concepts": concepts,
+            "real": self.discriminate(image["embedding"]),
+            "fake": self.discriminate(concepts),
+            "sid_weights": self.sid_weights,
+        }

@@ -37,7 +37,7 @@ from reid_jax.losses.contrastive import combine_objectives
 from reid_jax.models.aptm.model import AptmModel
 from reid_jax.text.wordpiece import WordPieceTokenizer, load_vocab_file
 from reid_jax.training.tasks import aptm_eval, aptm_loss
-from reid_jax.training.tasks.aptm_loss import TERMS
+from reid_jax.training.tasks.aptm_loss import ATTRIBUTE_TERMS, TERMS
 from reid_jax.training.tasks.base import TrainDataInfo
 
 VOCAB_FILE = "vocab.txt"
@@ -122,6 +122,14 @@ def make_train_data(
             "data.dataset", f"must be one of {aptm_examples.DATASETS}, got '{data.dataset}'"
         )
     _check_terms(config)
+    attribute_images = aptm_examples.trains_on_attributes(data)
+    caption_terms = sorted(set(loss.weights) - set(ATTRIBUTE_TERMS))
+    if attribute_images and caption_terms:
+        raise config_lib.ConfigError(
+            "loss.weights",
+            f"{caption_terms} need captions; {data.dataset} trains on attribute images "
+            "(use iac, iam, mam)",
+        )
     if config.train.batch_size % loss.group_size:
         raise config_lib.ConfigError(
             "loss.group_size",
@@ -131,12 +139,20 @@ def make_train_data(
     examples = aptm_examples.prepare_train(
         aptm_examples.load_train_pairs(data), tokenizer, max_tokens=data.max_tokens
     )
-    uses_attributes = any(t in loss.weights for t in ("iac", "iam", "mam"))
+    uses_attributes = any(t in loss.weights for t in ATTRIBUTE_TERMS)
     if uses_attributes and examples.attributes is None:
         raise config_lib.ConfigError(
             "loss.weights", "iac/iam/mam need attribute labels (MALS); this dataset has none"
         )
-    prompt_ids = aptm_examples.encode_prompts(tokenizer, "mals") if uses_attributes else None
+    prompt_ids = (
+        aptm_examples.encode_prompts(tokenizer, data.prompt_set) if uses_attributes else None
+    )
+    if prompt_ids is not None and examples.attributes.shape[1] * 2 != len(prompt_ids):
+        raise config_lib.ConfigError(
+            "data.prompt_set",
+            f"'{data.prompt_set}' has {len(prompt_ids)} prompts for "
+            f"{examples.attributes.shape[1]} attributes (2 per attribute)",
+        )
     element_map = aptm_examples.AptmTrainMap(
         examples,
         tokenizer,
@@ -150,6 +166,7 @@ def make_train_data(
         eda_synonyms=data.eda_synonyms,
         prompt_ids=prompt_ids,
         seed=config.seed,
+        captions=not attribute_images,
     )
     loader = pipeline.make_shuffled_loader(
         len(examples),
@@ -334,7 +351,14 @@ def loss_fn(
 
 
 def selectable_metrics(config: Any) -> set[str]:
-    """Metric paths `evaluate` reports (e.g. 'fused_w4/R1', 'itc/R1')."""
+    """Metric paths `evaluate` reports (e.g. 'fused_w4/R1', 'itc/R1'; attribute images:
+    'recognition/mA' and, on Market-format data, 'attribute_queries/mAP')."""
+    if aptm_examples.trains_on_attributes(config.data):
+        out = {f"recognition/{n}" for n in ("mA", "accuracy", "precision", "recall", "F1")}
+        if config.data.dataset == "embedded":
+            names = ("R1", "R5", "R10", "mAP", "mAP_trapezoid")
+            out |= {f"attribute_queries/{n}" for n in names}
+        return out
     names = ("R1", "R5", "R10", "mAP", "mINP")
     return {f"{v}/{n}" for v in aptm_eval.score_variants(config.eval) for n in names}
 
@@ -348,9 +372,22 @@ def evaluate(
     mesh: jax.sharding.Mesh,
     info: TrainDataInfo,
 ) -> dict[str, Any]:
-    """Two-stage text->image retrieval on the test split (aptm §6)."""
+    """Two-stage text->image retrieval on the test split (aptm §6); for attribute images,
+    recognition over the prompt set and attribute queries (aptm §6.4, attribute_reid §4)."""
     del info
     tokenizer = load_tokenizer(config, workdir)
+    if aptm_examples.trains_on_attributes(config.data):
+        images = aptm_examples.load_attribute_images(config.data, "test")
+        return aptm_eval.evaluate_attribute_images(
+            model,
+            variables,
+            images,
+            aptm_examples.encode_prompts(tokenizer, config.data.prompt_set),
+            tokenizer.pad_id,
+            config,
+            mesh=mesh,
+            out_dir=Path(workdir) / "eval",
+        )
     records = aptm_examples.load_test_images(config.data)
     if config.eval.max_gallery_images > 0:
         records = records[: config.eval.max_gallery_images]

@@ -218,3 +218,116 @@ def evaluate_test_split(
             gallery_ids=test.gallery_ids,
         )
     return results
+
+
+# ----------------------------------------------------------------------------- attributes
+
+
+def prompt_scores(
+    model: nn.Module,
+    variables: dict[str, Any],
+    image_paths: tuple[str, ...],
+    prompt_ids: np.ndarray,
+    pad_id: int,
+    config: Any,
+    *,
+    mesh: jax.sharding.Mesh,
+) -> np.ndarray:
+    """[N, 2K] class-1 ITM logits of every (image, prompt) pair (aptm §6.4): each image's
+    tokens against every prompt of the set, prompts padded to the longest."""
+    encode_images, encode_texts, _ = _encoders(model, mesh)
+    mean, std = aptm_examples.NORMALISATION[config.data.test_normalisation]
+    transform = functools.partial(aptm_examples.test_image_transform, mean=mean, std=std)
+    image_batches = pipeline.make_eval_batches(
+        list(image_paths),
+        image_size=tuple(config.data.image_size),
+        batch_size=config.eval.batch_size,
+        transform=transform,
+    )
+    gallery = extract.extract_features(encode_images, variables, image_batches, mesh)
+    prompt_mask = (np.asarray(prompt_ids) != pad_id).astype(np.int32)
+    prompt_batches = _text_batches(np.asarray(prompt_ids), prompt_mask, config.eval.text_batch_size)
+    prompts = extract.extract_features(encode_texts, variables, prompt_batches, mesh)
+    candidates = np.tile(np.arange(len(image_paths), dtype=np.int64), (len(prompt_ids), 1))
+    scores = itm_scores(
+        model,
+        variables,
+        gallery,
+        prompts,
+        prompt_mask,
+        candidates,
+        mesh=mesh,
+        batch_size=config.eval.itm_batch_size,
+    )
+    return scores.T  # [N, 2K]
+
+
+def evaluate_attribute_images(
+    model: nn.Module,
+    variables: dict[str, Any],
+    images: aptm_examples.AttributeImages,
+    prompt_ids: np.ndarray,
+    pad_id: int,
+    config: Any,
+    *,
+    mesh: jax.sharding.Mesh,
+    out_dir: Path,
+) -> dict[str, Any]:
+    """Attribute recognition (aptm §6.4) and, where the split has the attribute-query protocol
+    (attribute_reid §4), attribute queries scored by prompt margins (`prompt_scores`).
+
+    Returns:
+      {'recognition': {'mA', 'accuracy', 'precision', 'recall', 'F1'} (DeepMAR convention,
+      attribute_reid §7.2), 'num_images', and with queries 'attribute_queries': {'R1', 'R5',
+      'R10', 'mAP', 'mAP_trapezoid'}, 'chance_R1', 'num_queries'}.
+    """
+    from reid_jax.evaluation import attribute_retrieval, attributes
+    from reid_jax.evaluation import prompt_scores as answers
+    from reid_jax.evaluation.report import print_results
+    from reid_jax.text.attribute_prompts import market_to_mals_labels
+
+    scores = prompt_scores(
+        model, variables, images.image_paths, prompt_ids, pad_id, config, mesh=mesh
+    )
+    predicted = answers.predict_labels(scores)
+    known = images.labels >= 0
+    recognition = attributes.attribute_metrics(
+        np.where(known, predicted, 0), np.where(known, images.labels, 0)
+    )
+    results: dict[str, Any] = {
+        "recognition": {k: float(v) for k, v in recognition.items()},
+        "num_images": len(images.image_paths),
+    }
+    tables = {"recognition": results["recognition"]}
+    dataset = images.query_dataset
+    if dataset is not None:
+        queries = market_to_mals_labels(dataset.query_records)
+        query_scores = answers.query_scores(scores, queries)
+        results["attribute_queries"] = attribute_retrieval.protocol_metrics(
+            query_scores, dataset.protocol
+        )
+        results["chance_R1"] = attribute_retrieval.chance_r1(dataset.protocol)
+        results["num_queries"] = len(queries)
+        tables["attribute_queries"] = results["attribute_queries"]
+    if jax.process_index() == 0:
+        title = f"attribute recognition over {results['num_images']} images"
+        if dataset is not None:
+            title += (
+                f"; attribute queries: {results['num_queries']} queries "
+                f"(chance R1 {results['chance_R1']:.2f}%)"
+            )
+        print_results(title + ":", tables)
+        if dataset is not None:
+            from reid_jax.evaluation.rank_list import render_first_and_worst
+
+            render_first_and_worst(
+                out_dir,
+                num_queries=config.eval.rank_list_queries,
+                top_k=config.eval.rank_list_top_k,
+                queries=dataset.query_texts(),
+                gallery_paths=dataset.gallery_paths,
+                similarity=query_scores.astype(np.float32),
+                query_ids=dataset.protocol.query_ids,
+                gallery_ids=dataset.protocol.gallery_ids,
+            )
+    return results

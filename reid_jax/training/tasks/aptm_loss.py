@@ -26,6 +26,7 @@ from reid_jax.losses.matching import (
 from reid_jax.training.tasks.base import TrainDataInfo
 
 TERMS = ("itc", "itm", "mlm", "itc_eda", "itm_eda", "iac", "iam", "mam")
+ATTRIBUTE_TERMS = ("iac", "iam", "mam")  # the only terms of attribute images (no captions)
 IAM_PROMPTS = 5  # aptm §4.5: prompts drawn per group and step
 
 
@@ -150,8 +151,15 @@ def loss_terms(
         )
 
     temp = model.apply({"params": params}, method=model.temperature)
-    labels, mask = batch["label"], batch["attention_mask"]
     image = apply("encode_image", batch["image"], rng=keys[0])
+    terms: dict[str, jax.Array] = {}
+    if any(t in loss.weights for t in ATTRIBUTE_TERMS):
+        terms.update(
+            _attribute_terms(apply, image, batch, temp, keys=keys[8:], config=config, info=info)
+        )
+    if set(loss.weights) <= set(ATTRIBUTE_TERMS):  # attribute images: no captions
+        return terms
+    labels, mask = batch["label"], batch["attention_mask"]
     text = apply("encode_text", batch["input_ids"], mask, rng=keys[1])
     itc = lambda t: itc_loss(  # noqa: E731
         image["image_feats"],
@@ -161,7 +169,6 @@ def loss_terms(
         gradient_scale=loss.itc_gradient_scale,
         num_reference_devices=loss.reference_devices,
     )
-    terms: dict[str, jax.Array] = {}
     if "itc" in loss.weights:
         terms["itc"] = itc(text)
     if "itm" in loss.weights:
@@ -202,8 +209,4 @@ def loss_terms(
                 rng=keys[7],
                 group_size=loss.group_size,
             )
-    if any(t in loss.weights for t in ("iac", "iam", "mam")):
-        terms.update(
-            _attribute_terms(apply, image, batch, temp, keys=keys[8:], config=config, info=info)
-        )
     return terms

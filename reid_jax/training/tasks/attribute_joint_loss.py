@@ -9,24 +9,38 @@ its own gradient because of where the gradient is stopped:
 * the adversarial term L_adv(ψ) runs D with detached parameters, so it moves only ψ;
 * nothing else reaches D.
 
-  stage 1: L = L_attr(heads) + L_sid(φ)
-  stage 2: L = L_attr + L_sid(φ) + L_sid(ψ) + L_rank + λ_adv L_adv(ψ) + L_D
+  stage 1: L = w_attr L_attr(heads) + w_sid L_sid(φ)
+  stage 2: L = stage 1 + L_sid(ψ) + L_rank + λ_adv L_adv(ψ) + w_disc L_D
 
-(each D step is simultaneous with the generator step, on the same batch [D]).
+(each D step is simultaneous with the generator step, on the same batch [D]). The weights
+make the variants of §3.8: attribute-prediction retrieval trains L_attr alone (stage 1 only),
+the joint space without adversary sets λ_adv = w_disc = 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from reid_jax import distances
 from reid_jax.losses import joint_space
 from reid_jax.losses.classification import softmax_cross_entropy
 
 Array = jax.Array
+
+
+STAGE1_TERMS = ("attr", "sid_image")
+DEFAULT_WEIGHTS = {
+    "attr": 1.0,
+    "sid_image": 1.0,
+    "sid_concept": 1.0,
+    "rank": 1.0,
+    "adv": 0.1,
+    "disc": 1.0,
+}
 
 
 def semantic_id_loss(embeddings: Array, sids: Array, sid_weights: Array, scale: float) -> Array:
@@ -50,8 +64,8 @@ def joint_objective(
     image_sids: Array,
     concept_labels: Array,
     concept_sids: Array,
-    stage: int,
-    adversarial_weight: float = 0.1,
+    stage: int | Array,
+    weights: Mapping[str, float] | None = None,
     margin: float = 0.2,
     sid_scale: float = 16.0,
     softmax_groups: Sequence[tuple[int, int]] = (),
@@ -68,22 +82,28 @@ def joint_objective(
       image_labels: [B, A] model-encoded attributes of the images' identities.
       image_sids: [B] their semantic IDs.
       concept_labels: [M, A] the concept vectors; concept_sids: [M] their semantic IDs.
-      stage: 1 (image branch only) or 2 (everything).
-      adversarial_weight: λ_adv (0 = the joint space without adversary, §3.8 (2)).
+      stage: 1 (image branch only), 2 (everything), or a traced [] int: then the stage-2
+        terms are computed and count only where it is >= 2 (one jitted step for both stages).
+      weights: term name -> weight, over `DEFAULT_WEIGHTS` (λ_adv = weights['adv']).
       margin, sid_scale, softmax_groups: see the losses.
 
     Returns:
       (loss [], terms {'attr', 'sid_image', and in stage 2 'sid_concept', 'rank', 'adv',
       'disc'}).
     """
-    if stage not in (1, 2):
+    traced = isinstance(stage, jax.Array)
+    if not traced and stage not in (1, 2):
         raise ValueError(f"stage must be 1 or 2, got {stage}")
+    unknown = set(weights or {}) - set(DEFAULT_WEIGHTS)
+    if unknown:
+        raise ValueError(f"unknown loss weights {sorted(unknown)}, choose from {DEFAULT_WEIGHTS}")
+    weights = {**DEFAULT_WEIGHTS, **(weights or {})}
     groups = tuple(softmax_groups)
     terms = {
         "attr": joint_space.attribute_loss(image["attribute_logits"], image_labels, groups),
         "sid_image": semantic_id_loss(image["embedding"], image_sids, sid_weights, sid_scale),
     }
-    if stage == 2:
+    if traced or stage == 2:
         terms["sid_concept"] = semantic_id_loss(concepts, concept_sids, sid_weights, sid_scale)
         terms["rank"] = joint_space.global_ranking_loss(
             image["embedding"], image_labels, concepts, concept_labels, margin=margin
@@ -101,6 +121,9 @@ def joint_objective(
             image_labels,
             groups,
         )
-    weights = {"adv": adversarial_weight}
-    loss = sum(weights.get(name, 1.0) * value for name, value in terms.items())
+    gate = (stage >= 2).astype(jnp.float32) if traced else 1.0
+    loss = sum(
+        weights[name] * value * (1.0 if name in STAGE1_TERMS else gate)
+        for name, value in terms.items()
+    )
     return loss, terms

@@ -4,8 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from reid_jax.data.attribute_examples import market_groups
 from reid_jax.models.attribute.model import (
-    MARKET_GROUPS,
     AttributeImageBranch,
     ConceptGenerator,
     Discriminator,
@@ -58,7 +58,7 @@ def test_concept_generator_and_discriminator_shapes():
 
 def test_full_size_market_branch_by_eval_shape():
     """ResNet-50 with last stride 1 at 256 x 128: a 16 x 8 map (128 attention positions)."""
-    model = AttributeImageBranch(groups=MARKET_GROUPS)
+    model = AttributeImageBranch(groups=market_groups())
     images = jax.ShapeDtypeStruct((2, 256, 128, 3), jnp.float32)
     abstract = jax.eval_shape(functools.partial(model.init, train=False), KEY, images)
     out = jax.eval_shape(functools.partial(model.apply, train=False), abstract, images)
@@ -66,4 +66,4 @@ def test_full_size_market_branch_by_eval_shape():
     assert out["embedding"].shape == (2, 512) and out["attribute_logits"].shape == (2, 30)
     embed = abstract["params"]["embed"]["kernel"]
     assert embed.shape == (512 * 13, 512)  # [v_1; ...; v_12; GAP] -> d
-    assert sorted(c for g in MARKET_GROUPS for c in g) == list(range(30))
+    assert sorted(c for g in market_groups() for c in g) == list(range(30))
