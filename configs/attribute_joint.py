@@ -152,7 +152,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             use_ema=False,
             every_epochs=0,
             batch_size=64,
-            gallery_with_query=False,  # Market/Duke: add query/ to the gallery (§4.1 "+query")
+            # Market/Duke: 'standard' (§4.1-4.2), 'with_query' (query/ joins the gallery) or
+            # 'followup' (the follow-up code's variant, §4.4; it used 288 x 144 input).
+            protocol="standard",
             rank_list_queries=8,
             rank_list_top_k=10,
         )

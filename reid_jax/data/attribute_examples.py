@@ -7,8 +7,9 @@ and the test gallery with its queries and protocol.
 * Market-1501 (and the embedded copy): `market_attribute.mat` identity labels, 27 fields ->
   the 30-column encoding (age one-hot, §2.1); gallery = `bounding_box_test` images of the
   annotated test identities (13,115 on the real data; distractors and junk have no
-  attributes), `eval.gallery_with_query` adds `query/`; one query per distinct test vector,
-  relevant = identical vector, no junk (§4.1).
+  attributes), `eval.protocol='with_query'` adds `query/`; one query per distinct test
+  vector, relevant = identical vector, no junk (§4.1); `eval.protocol='followup'` is the
+  follow-up code's variant (§4.4).
 * DukeMTMC-reID: `duke_attribute.mat`, 23 binary fields; the file's invalid 0 entries (read
   as -1) become 0 as §2.2 proposes, logged; gallery and queries as Market (§4.2).
 * PETA: image-level labels, the follow-up code's split (§4.3): 200 held-out semantic IDs,
@@ -159,7 +160,10 @@ def _attribute_file(data_config: Any, root: str) -> str:
     )
 
 
-def _identity_dataset(data_config: Any, with_query: bool) -> AttributeDataset:
+PROTOCOLS = ("standard", "with_query", "followup")
+
+
+def _identity_dataset(data_config: Any, protocol_name: str) -> AttributeDataset:
     """Market-1501 / embedded / Duke: identity-level labels (attribute_reid §4.1-4.2)."""
     from reid_jax.data.formats import dukemtmc, market1501
 
@@ -202,19 +206,27 @@ def _identity_dataset(data_config: Any, with_query: bool) -> AttributeDataset:
     group_attributes = encode(group_records)
     sid_table, group_sids = semantic_ids(group_attributes)
 
-    splits = ("gallery", "query") if with_query else ("gallery",)
+    splits = ("gallery",) if protocol_name == "standard" else ("gallery", "query")
     gallery = [r for r in records if r.split in splits and r.person_id in by_split["test"]]
     if not gallery:
         raise DatasetFormatError(
             mat_path, f"no test image of {root} has an annotated identity", field="test"
         )
     gallery_records = np.stack([by_split["test"][r.person_id] for r in gallery])
-    query_records, protocol = protocols.attribute_protocol(
-        gallery_records, [r.image_path for r in gallery]
-    )
-    protocol = dataclasses.replace(
-        protocol, query_ids=protocol.query_ids + 1, gallery_ids=protocol.gallery_ids + 1
-    )
+    paths = [r.image_path for r in gallery]
+    if protocol_name == "followup":
+        query_records, protocol = protocols.attribute_followup_protocol(
+            gallery_records,
+            [r.person_id for r in gallery],
+            [r.camera_id for r in gallery],
+            [r.split == "query" for r in gallery],
+            paths,
+        )
+    else:
+        query_records, protocol = protocols.attribute_protocol(gallery_records, paths)
+        protocol = dataclasses.replace(
+            protocol, query_ids=protocol.query_ids + 1, gallery_ids=protocol.gallery_ids + 1
+        )
     return AttributeDataset(
         column_names=tuple(names),
         groups=groups,
@@ -272,13 +284,19 @@ def _peta_dataset(data_config: Any) -> AttributeDataset:
 _CACHE: dict[tuple, AttributeDataset] = {}
 
 
-def load_attribute_dataset(data_config: Any, *, with_query: bool = False) -> AttributeDataset:
+def load_attribute_dataset(data_config: Any, *, protocol: str = "standard") -> AttributeDataset:
     """The configured dataset (`data.dataset` in DATASETS), parsed once per process.
 
     Args:
       data_config: `config.data` (dataset, root, optional attribute_file; embedded options).
-      with_query: Market/Duke gallery variant "+query" (attribute_reid §4.1).
+      protocol: Market/Duke test protocol: 'standard' (gallery = annotated test images,
+        §4.1-4.2), 'with_query' (+ the query images, §4.1 "+query") or 'followup' (the
+        follow-up code's variant, §4.4); PETA has its own (§4.3).
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(
+            f"config.eval.protocol: unknown protocol '{protocol}', choose from {PROTOCOLS}"
+        )
     if data_config.dataset not in DATASETS:
         raise ValueError(
             f"config.data.dataset: unknown dataset '{data_config.dataset}', choose from {DATASETS}"
@@ -288,11 +306,11 @@ def load_attribute_dataset(data_config: Any, *, with_query: bool = False) -> Att
         str(data_config.root),
         str(data_config.get("attribute_file", "")),
         dataset_root.embedded_folder_name(data_config),
-        with_query,
+        protocol,
     )
     if key not in _CACHE:
         if data_config.dataset == "peta":
             _CACHE[key] = _peta_dataset(data_config)
         else:
-            _CACHE[key] = _identity_dataset(data_config, with_query)
+            _CACHE[key] = _identity_dataset(data_config, protocol)
     return _CACHE[key]

@@ -8,6 +8,9 @@
   junk rule is applied by `retrieval.image_reid_metrics`.
 * `attribute_protocol`: attribute->image retrieval (attribute_reid §4): one query per distinct
   attribute vector, relevant = exact match of the whole vector.
+* `attribute_followup_protocol`: the follow-up code's Market variant (attribute_reid §4.4):
+  query images join the gallery, and the representative identity's images from the query's
+  camera are junk.
 * `peta_followup_split`: PETA as the follow-up code splits it (attribute_reid §4.3): 200
   held-out semantic IDs, one query each, its source image removed as junk.
 """
@@ -142,6 +145,54 @@ def attribute_protocol(
         gallery_ids=gallery_ids.reshape(-1).astype(np.int64),
         gallery_paths=tuple(gallery_paths) if gallery_paths is not None else None,
         gallery_source=np.arange(len(attrs), dtype=np.int64),
+    )
+
+
+def attribute_followup_protocol(
+    records: np.ndarray,
+    person_ids: Sequence[int],
+    cameras: Sequence[int],
+    from_query_folder: Sequence[bool],
+    paths: Sequence[str] | None = None,
+) -> tuple[np.ndarray, RetrievalProtocol]:
+    """attribute_reid §4.4: one query per distinct vector, instantiated from the first
+    query-folder image (file order) of its representative identity (the smallest id with
+    that vector; an identity without query images falls back to its first image); gallery =
+    every annotated test and query image; relevant = identical vector; junk = an image of the
+    representative identity from the same camera (the query image itself included).
+
+    Cameras are encoded as `identity * 1000 + camera`, so the same-id-same-camera junk rule of
+    `retrieval.image_reid_metrics` removes exactly those images.
+
+    Args:
+      records: [G, A] attribute vector of each image (its identity's).
+      person_ids, cameras: [G] identity and camera of each image.
+      from_query_folder: [G] whether the image is from `query/`.
+      paths: optional G image paths.
+
+    Returns:
+      (query vectors [Q, A] in lexicographic order, protocol with ids = vector index + 1).
+    """
+    queries, protocol = attribute_protocol(records, paths)
+    person_ids, cameras = np.asarray(person_ids), np.asarray(cameras)
+    from_query_folder = np.asarray(from_query_folder, bool)
+    if len({len(records), len(person_ids), len(cameras), len(from_query_folder)}) != 1:
+        raise ValueError("records, person_ids, cameras and from_query_folder must be [G]")
+    if cameras.max(initial=0) >= 1000:
+        raise ValueError("camera ids must be < 1000")
+    query_cams = np.empty(len(queries), np.int64)
+    for q in range(len(queries)):
+        members = np.flatnonzero(protocol.gallery_ids == q)
+        representative = person_ids[members].min()
+        own = members[person_ids[members] == representative]
+        chosen = own[from_query_folder[own]] if from_query_folder[own].any() else own
+        query_cams[q] = representative * 1000 + cameras[chosen[0]]
+    return queries, dataclasses.replace(
+        protocol,
+        query_ids=protocol.query_ids + 1,
+        gallery_ids=protocol.gallery_ids + 1,
+        query_cams=query_cams,
+        gallery_cams=person_ids.astype(np.int64) * 1000 + cameras,
     )
 
 

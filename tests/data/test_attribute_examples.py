@@ -11,6 +11,7 @@ from PIL import Image
 
 from reid_jax.data import attribute_examples
 from reid_jax.data.errors import DatasetFormatError
+from reid_jax.data.formats import attributes
 from reid_jax.data.formats.attributes import MARKET_ATTRIBUTE_NAMES
 from reid_jax.data.synthetic.writers import market_file_name, write_market_attributes
 
@@ -97,7 +98,7 @@ def test_market_queries_relevance_groups_and_semantic_ids(market):
 
 def test_market_gallery_with_query_adds_query_images(market):
     data = attribute_examples.load_attribute_dataset(
-        _data_config("market1501", market), with_query=True
+        _data_config("market1501", market), protocol="with_query"
     )
     assert len(data.gallery_paths) == 6
     counts = sorted((data.protocol.gallery_ids[None] == data.protocol.query_ids[:, None]).sum(1))
@@ -159,3 +160,49 @@ def test_peta_colour_families_group_and_followup_split(tmp_path):
     relevant = protocol.query_ids[:, None] == protocol.gallery_ids[None]
     junk = relevant & (protocol.query_cams[:, None] == protocol.gallery_cams[None])
     assert (relevant.sum(1) == 2).all() and (junk.sum(1) == 1).all()
+
+
+def test_duke_reads_23_columns_and_maps_invalid_zero_to_no(tmp_path, caplog):
+    names = attributes.DUKE_ATTRIBUTE_NAMES
+    root = tmp_path / "DukeMTMC-reID"
+    files = {
+        "bounding_box_train": ["0001_c1_f0000001.jpg", "0002_c2_f0000002.jpg"],
+        "bounding_box_test": ["0003_c1_f0000003.jpg", "0004_c2_f0000004.jpg"],
+        "query": ["0003_c2_f0000005.jpg"],
+    }
+    for folder, entries in files.items():
+        for name in entries:
+            _image(root / folder / name)
+
+    def split(keys, top):
+        values = {n: np.ones((1, len(keys))) for n in names}
+        values["top"] = np.asarray([top], np.float64)
+        cell = np.empty((1, len(keys)), dtype=object)
+        cell[0, :] = keys
+        return {"image_index": cell, **values}
+
+    content = {"train": split(["0001", "0002"], [0, 2]), "test": split(["0003", "0004"], [1, 2])}
+    scipy.io.savemat(root / "duke_attribute.mat", {"duke_attribute": content})
+    data = attribute_examples.load_attribute_dataset(_data_config("dukemtmc", root))
+    assert data.num_columns == 23 and len(data.groups) == 10 and data.softmax_groups == ()
+    top = names.index("top")
+    assert data.group_attributes[:, top].tolist() == [0, 1]  # invalid 0 -> 0 ('short')
+    assert len(data.query_attributes) == 2 and len(data.gallery_paths) == 2
+    assert "invalid (0) attribute values" in caplog.text
+
+
+def test_market_followup_protocol_junk_is_the_representatives_camera(market):
+    """§4.4 on the fixture: query A (ids 4, 5) comes from id 4's query image (camera 3),
+    query B (id 6) from id 6's (camera 1); each query's own image is junk and nothing else."""
+    data = attribute_examples.load_attribute_dataset(
+        _data_config("market1501", market), protocol="followup"
+    )
+    p = data.protocol
+    assert len(data.gallery_paths) == 6 and len(data.query_attributes) == 2
+    relevant = p.query_ids[:, None] == p.gallery_ids[None]
+    junk = relevant & (p.query_cams[:, None] == p.gallery_cams[None])
+    names = np.asarray([os.path.basename(x)[:7] for x in data.gallery_paths])
+    for q in range(2):
+        junk_names = sorted(names[junk[q]])
+        assert junk_names in (["0004_c3"], ["0006_c1"])
+    assert sorted((relevant & ~junk).sum(1).tolist()) == [1, 3]

@@ -82,3 +82,20 @@ def test_peta_followup_split_by_hand():
 def test_peta_followup_split_needs_enough_semantic_ids():
     with pytest.raises(ValueError, match="fewer than num_test=2"):
         protocols.peta_followup_split(np.array([[1, 0], [1, 0], [0, 1]]), num_test=2)
+
+
+def test_attribute_followup_junk_needs_same_identity_and_camera():
+    """Vector A: ids 7 and 9 (representative 7, query image in camera 2); an id-7 gallery
+    image in camera 2 is junk, id 9 in camera 2 and id 7 in camera 1 stay relevant."""
+    from reid_jax.evaluation.protocols import attribute_followup_protocol
+
+    records = np.array([[0, 1], [0, 1], [0, 1], [0, 1], [1, 1]])
+    person = [7, 7, 9, 7, 3]
+    cams = [2, 2, 2, 1, 5]
+    query_folder = [True, False, False, False, True]
+    queries, protocol = attribute_followup_protocol(records, person, cams, query_folder)
+    assert queries.tolist() == [[0, 1], [1, 1]]
+    relevant = protocol.query_ids[:, None] == protocol.gallery_ids[None]
+    junk = relevant & (protocol.query_cams[:, None] == protocol.gallery_cams[None])
+    assert junk.tolist() == [[True, True, False, False, False], [False] * 4 + [True]]
+    assert (relevant & ~junk).sum(1).tolist() == [2, 0]

@@ -40,9 +40,7 @@ METHODS = ("attribute_prediction", "joint", "adversarial")
 
 def load_dataset(config: Any) -> attribute_examples.AttributeDataset:
     """The configured attribute dataset (parsed once per process)."""
-    return attribute_examples.load_attribute_dataset(
-        config.data, with_query=bool(config.eval.gallery_with_query)
-    )
+    return attribute_examples.load_attribute_dataset(config.data, protocol=config.eval.protocol)
 
 
 def make_train_data(
