@@ -46,6 +46,14 @@ def _leaves_equal(a, b):
     )
 
 
+def test_predicted_columns_threshold_binary_and_argmax_one_hot_groups():
+    from reid_jax.training.tasks.attribute_joint_eval import predicted_columns
+
+    logits = np.array([[0.5, -1.0, 0.2, 3.0, 1.0], [-0.1, 2.0, -5.0, -4.0, -6.0]])
+    got = predicted_columns(logits, ((2, 5),))
+    assert got.tolist() == [[1, 0, 0, 1, 0], [0, 1, 0, 1, 0]]
+
+
 def test_stage_switch_starts_generator_and_discriminator_with_their_own_optimizers():
     """Stage 1 (step 0): the image side moves, ψ and D stay bit-identical (frozen groups);
     stage 2 (step 1): all move; the stage metric follows the step."""
@@ -126,4 +134,5 @@ def test_full_model_trains_and_evaluates_on_the_attribute_protocol(tmp_path):
         assert 0.0 <= metrics["R1"] <= metrics["R5"] <= metrics["R10"] <= 100.0
         assert 0.0 < metrics["mAP"] <= 100.0 and 0.0 < metrics["mAP_trapezoid"] <= 100.0
     assert 1 <= results["num_queries"] <= TINY_SIZES["market_test_ids"]
+    assert 0.0 <= results["recognition"]["accuracy"] <= 100.0
     assert (tmp_path / "run" / "eval" / "rank_list_first.png").stat().st_size > 0

@@ -244,14 +244,15 @@ def trunk_prefixes(config: Any) -> tuple[str, ...]:
 
 
 def selectable_metrics(config: Any) -> set[str]:
-    """Metric paths `evaluate` reports (e.g. 'joint/mAP', 'prediction/R1')."""
+    """Metric paths `evaluate` reports (e.g. 'joint/mAP', 'prediction/R1', 'recognition/mA')."""
     from reid_jax.training.tasks import attribute_joint_eval
 
+    recognition = ("mA", "accuracy", "precision", "recall", "F1")
     return {
         f"{variant}/{name}"
         for variant in attribute_joint_eval.score_variants(config)
         for name in attribute_joint_eval.METRIC_NAMES
-    }
+    } | {f"recognition/{name}" for name in recognition}
 
 
 def evaluate(

@@ -10,6 +10,9 @@
 4. Metrics: R1/R5/R10 and step mAP (the protocol's AP), trapezoid mAP beside it; junk only
    where the protocol has cameras (PETA: the query's own image). Ids are compared by exact
    attribute vector (Market, Duke) or semantic ID (PETA).
+5. Attribute recognition of the heads on the gallery images (each image carries its
+   identity's labels): mA and the instance metrics (attribute_reid §7), a binary column
+   predicted by logit > 0, a one-hot group (Market age) by its argmax.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 from reid_jax import sharding
 from reid_jax.data import pipeline, transforms
 from reid_jax.data.attribute_examples import AttributeDataset
-from reid_jax.evaluation import extract
+from reid_jax.evaluation import attributes, extract
 from reid_jax.evaluation.attribute_retrieval import (
     attribute_prediction_scores,
     chance_r1,
@@ -82,6 +85,16 @@ def encode(
     return gallery, queries
 
 
+def predicted_columns(logits: np.ndarray, softmax_groups) -> np.ndarray:
+    """[N, A] logits -> [N, A] {0, 1}: logit > 0, one-hot argmax inside softmax groups."""
+    predicted = (np.asarray(logits) > 0).astype(np.int64)
+    for start, stop in softmax_groups:
+        block = np.zeros_like(predicted[:, start:stop])
+        block[np.arange(len(block)), np.argmax(logits[:, start:stop], axis=1)] = 1
+        predicted[:, start:stop] = block
+    return predicted
+
+
 def variant_scores(
     variant: str, gallery: dict[str, np.ndarray], queries: np.ndarray, dataset: AttributeDataset
 ) -> np.ndarray:
@@ -115,6 +128,12 @@ def evaluate(
     scores = {v: variant_scores(v, gallery, queries, dataset) for v in score_variants(config)}
     results: dict[str, Any] = {v: protocol_metrics(s, dataset.protocol) for v, s in scores.items()}
     results["chance_R1"] = chance_r1(dataset.protocol)
+    known = dataset.gallery_attributes >= 0
+    predicted = predicted_columns(gallery["logits"], dataset.softmax_groups)
+    recognition = attributes.attribute_metrics(
+        np.where(known, predicted, 0), np.where(known, dataset.gallery_attributes, 0)
+    )
+    results["recognition"] = {k: float(v) for k, v in recognition.items()}
     results["num_queries"] = len(dataset.query_attributes)
     results["num_gallery"] = len(dataset.gallery_paths)
     if jax.process_index() == 0:
@@ -122,6 +141,10 @@ def evaluate(
             f"attribute->image retrieval ({config.method}), {results['num_queries']} queries x "
             f"{results['num_gallery']} images (chance R1 {results['chance_R1']:.2f}%):",
             {v: results[v] for v in scores},
+        )
+        print_results(
+            "attribute recognition of the heads on the gallery images:",
+            {"heads": results["recognition"]},
         )
         from reid_jax.evaluation.rank_list import render_first_and_worst
 
