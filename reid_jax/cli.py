@@ -4,6 +4,7 @@
     reid-jax evaluate --workdir DIR [--best | --step N] [--config.eval.x=v ...]
     reid-jax evaluate --features FILE.npz --workdir OUT [--rerank]
     reid-jax import-weights --kind KIND --input FILE --config FILE[:ARG] --workdir OUT
+    reid-jax export --workdir RUN --out BUNDLE [--best | --step N]
 
 Config errors, dataset format errors, missing paths and mistyped overrides print one line and
 exit with status 2 (`--debug` shows the traceback instead).
@@ -41,6 +42,10 @@ COMMANDS = {
         "convert a PyTorch checkpoint into a run folder (evaluate it, or fine-tune from it)",
         "reid-jax import-weights --kind ssan_official --input best.pth.tar "
         "--config configs/ssan.py:cuhk_pedes --workdir runs/ssan_official",
+    ),
+    "export": (
+        "write an inference bundle (StableHLO encoders + parameters) of a run's checkpoint",
+        "reid-jax export --workdir runs/ssan --out bundles/ssan",
     ),
 }
 
@@ -110,7 +115,16 @@ def _build_parser() -> _Parser:
     imports.add_argument("--config", required=True, help="config file[:arg] of the target model")
     imports.add_argument("--workdir", required=True, help="run folder to write (must be new)")
 
-    for sub in (train, evaluate, imports):
+    exports = commands.add_parser(
+        "export", help=COMMANDS["export"][0], epilog=COMMANDS["export"][1]
+    )
+    exports.add_argument("--workdir", required=True, help="the run folder")
+    exports.add_argument("--out", required=True, help="bundle folder to write (must be new)")
+    which = exports.add_mutually_exclusive_group()
+    which.add_argument("--best", action="store_true", help="the best evaluation's checkpoint")
+    which.add_argument("--step", type=int, help="this checkpoint step (default: the latest)")
+
+    for sub in (train, evaluate, imports, exports):
         sub.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
 
@@ -219,10 +233,23 @@ def _import_weights(args: argparse.Namespace, overrides: list[tuple[str, str]]) 
     )
 
 
+def _export(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
+    if overrides:
+        raise UsageError(f"{PROG} export: takes no --config overrides (the run's config is used)")
+    from reid_jax.export.run_export import export_run
+
+    out = export_run(args.workdir, args.out, step=args.step, best=args.best)
+    print(
+        f"exported {args.workdir} into {out}; load it with reid_jax.inference.load_bundle",
+        flush=True,
+    )
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, list[tuple[str, str]]], None]] = {
     "train": _train,
     "evaluate": _evaluate,
     "import-weights": _import_weights,
+    "export": _export,
 }
 
 
@@ -230,6 +257,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input, not a bug: printed as one line."""
     from reid_jax.config_lib import ConfigError
     from reid_jax.data.errors import DatasetFormatError
+    from reid_jax.export.run_export import NotExportableError
     from reid_jax.training.init_from import InitFromError
     from reid_jax.weights.readers import WeightsError
 
@@ -241,6 +269,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         FileExistsError,
         InitFromError,
         WeightsError,
+        NotExportableError,
     )
 
 

@@ -404,3 +404,28 @@ def evaluate(
         query=load_split(config.data, "query"),
         gallery=load_split(config.data, "gallery"),
     )
+
+
+def export_encoders(model: nn.Module, config: Any, info: TrainDataInfo) -> dict[str, Any]:
+    """`encode_image`: uint8 [b, H, W, 3] -> model_0's global feature, L2-normalised
+    ('embedding' [b, C]; the dot product is 1 - d^2 / 2 of the normalised euclidean distance)."""
+    from reid_jax.data import transforms as tf
+    from reid_jax.export.bundle import Encoder, l2_normalize, normalize_uint8
+
+    del info
+    height, width = config.data.image_size
+
+    def encode_image(variables, images):
+        x = normalize_uint8(images, tf.ALIGNEDREID_MEAN, tf.ALIGNEDREID_STD)
+        return {"embedding": l2_normalize(model.apply(variables, x, train=False)[0]["global"])}
+
+    return {
+        "encode_image": Encoder(
+            encode_image, [("image", "uint8", ("b", height, width, 3))], "global feature, unit L2"
+        )
+    }
+
+
+def export_preprocessing(config: Any) -> dict[str, Any]:
+    """Host-side facts before `encode_image`: the size and the resize of the test transform."""
+    return {"image_size": list(config.data.image_size), "resize": "bilinear_opencv"}

@@ -271,3 +271,42 @@ def evaluate(
     return attribute_joint_eval.evaluate(
         model, variables, config, workdir, mesh=mesh, dataset=load_dataset(config)
     )
+
+
+def export_encoders(model: nn.Module, config: Any, info: TrainDataInfo) -> dict[str, Any]:
+    """`encode_image` (uint8 [b, H, W, 3]) -> 'embedding' φ (unit L2) and 'attribute_logits';
+    `encode_attributes` (float32 [b, A] model-encoded vectors) -> 'embedding' ψ (unit L2)."""
+    from reid_jax.export.bundle import Encoder, l2_normalize, normalize_uint8
+
+    height, width = config.data.image_size
+    num_columns = sum(len(g) for g in info.extras["groups"])
+
+    def encode_image(variables, images):
+        x = normalize_uint8(images, transforms.IMAGENET_MEAN, transforms.IMAGENET_STD)
+        out = model.apply(variables, x, train=False, method=model.encode_image)
+        return {
+            "embedding": l2_normalize(out["embedding"]),
+            "attribute_logits": out["attribute_logits"],
+        }
+
+    def encode_attributes(variables, vectors):
+        out = model.apply(variables, vectors, train=False, method=model.encode_attributes)
+        return {"embedding": l2_normalize(out)}
+
+    return {
+        "encode_image": Encoder(
+            encode_image, [("image", "uint8", ("b", height, width, 3))], "φ unit L2 + logits"
+        ),
+        "encode_attributes": Encoder(
+            encode_attributes, [("attributes", "float32", ("b", num_columns))], "ψ unit L2"
+        ),
+    }
+
+
+def export_preprocessing(config: Any) -> dict[str, Any]:
+    """Host-side facts: image size and resize; the model encoding of attribute vectors."""
+    return {
+        "image_size": list(config.data.image_size),
+        "resize": "bilinear_opencv",
+        "dataset": config.data.dataset,
+    }

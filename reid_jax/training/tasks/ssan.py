@@ -314,3 +314,49 @@ def evaluate(
     return ssan_eval.evaluate_test_split(
         model, variables, test, config, mesh=mesh, out_dir=Path(workdir) / "eval"
     )
+
+
+def export_encoders(model: nn.Module, config: Any, info: TrainDataInfo) -> dict[str, Any]:
+    """`encode_image` (uint8 [b, H, W, 3]) and `encode_text` (word ids [b, T], lengths [b]):
+    'embedding' = the three levels flattened, each L2-normalised, concatenated and divided by
+    sqrt(3), so that 3 x the dot product is the method's summed cosine (ssan §5.2)."""
+    from reid_jax.data import transforms as tf
+    from reid_jax.export.bundle import Encoder, l2_normalize, normalize_uint8
+
+    del info
+    height, width = config.data.image_size
+    levels = ("global", "parts", "relation")
+
+    def embed(feats):
+        flat = [l2_normalize(feats[lv].reshape(feats[lv].shape[0], -1)) for lv in levels]
+        return {"embedding": jnp.concatenate(flat, axis=-1) / jnp.sqrt(3.0)}
+
+    def encode_image(variables, images):
+        x = normalize_uint8(images, tf.SSAN_MEAN, tf.SSAN_STD)
+        return embed(model.apply(variables, x, train=False, method=model.encode_image))
+
+    def encode_text(variables, captions, lengths):
+        return embed(
+            model.apply(variables, captions, lengths, train=False, method=model.encode_text)
+        )
+
+    length = int(config.data.max_length)
+    return {
+        "encode_image": Encoder(
+            encode_image, [("image", "uint8", ("b", height, width, 3))], "3 levels, unit L2"
+        ),
+        "encode_text": Encoder(
+            encode_text,
+            [("caption", "int32", ("b", length)), ("length", "int32", ("b",))],
+            "3 levels, unit L2",
+        ),
+    }
+
+
+def export_preprocessing(config: Any) -> dict[str, Any]:
+    """Host-side facts: image size and resize, the caption length and the vocabulary file."""
+    return {
+        "image_size": list(config.data.image_size),
+        "resize": "bicubic_pil",
+        "max_length": int(config.data.max_length),
+    }
