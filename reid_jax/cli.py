@@ -5,6 +5,7 @@
     reid-jax evaluate --features FILE.npz --workdir OUT [--rerank]
     reid-jax import-weights --kind KIND --input FILE --config FILE[:ARG] --workdir OUT
     reid-jax export --workdir RUN --out BUNDLE [--best | --step N]
+    reid-jax index --bundle BUNDLE --images DIR --index INDEX
 
 Config errors, dataset format errors, missing paths and mistyped overrides print one line and
 exit with status 2 (`--debug` shows the traceback instead).
@@ -46,6 +47,10 @@ COMMANDS = {
     "export": (
         "write an inference bundle (StableHLO encoders + parameters) of a run's checkpoint",
         "reid-jax export --workdir runs/ssan --out bundles/ssan",
+    ),
+    "index": (
+        "embed every image under a folder with a bundle (incremental, resumable)",
+        "reid-jax index --bundle bundles/ssan --images /data/crops --index indexes/crops",
     ),
 }
 
@@ -124,7 +129,14 @@ def _build_parser() -> _Parser:
     which.add_argument("--best", action="store_true", help="the best evaluation's checkpoint")
     which.add_argument("--step", type=int, help="this checkpoint step (default: the latest)")
 
-    for sub in (train, evaluate, imports, exports):
+    index = commands.add_parser("index", help=COMMANDS["index"][0], epilog=COMMANDS["index"][1])
+    index.add_argument("--bundle", required=True, help="an exported bundle (reid-jax export)")
+    index.add_argument("--images", required=True, help="folder of person crops (recursive)")
+    index.add_argument("--index", required=True, help="index folder (created or updated)")
+    index.add_argument("--chunk-size", type=int, default=256, help="images per saved chunk")
+    index.add_argument("--batch-size", type=int, default=64, help="images per encoder call")
+
+    for sub in (train, evaluate, imports, exports, index):
         sub.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
 
@@ -245,11 +257,32 @@ def _export(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
     )
 
 
+def _index(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
+    if overrides:
+        raise UsageError(f"{PROG} index: takes no --config overrides")
+    from reid_jax.inference import load_bundle
+    from reid_jax.inference.index import build_index
+
+    stats = build_index(
+        load_bundle(args.bundle),
+        args.images,
+        args.index,
+        chunk_size=args.chunk_size,
+        batch_size=args.batch_size,
+    )
+    print(
+        f"indexed {stats.total} images into {args.index}: {stats.embedded} embedded, "
+        f"{stats.reused} reused, {stats.dropped} dropped",
+        flush=True,
+    )
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, list[tuple[str, str]]], None]] = {
     "train": _train,
     "evaluate": _evaluate,
     "import-weights": _import_weights,
     "export": _export,
+    "index": _index,
 }
 
 
@@ -258,6 +291,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from reid_jax.config_lib import ConfigError
     from reid_jax.data.errors import DatasetFormatError
     from reid_jax.export.run_export import NotExportableError
+    from reid_jax.inference import BundleError
+    from reid_jax.inference.index import IndexFormatError
     from reid_jax.training.init_from import InitFromError
     from reid_jax.weights.readers import WeightsError
 
@@ -270,6 +305,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         InitFromError,
         WeightsError,
         NotExportableError,
+        BundleError,
+        IndexFormatError,
     )
 
 

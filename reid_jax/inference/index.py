@@ -1,0 +1,250 @@
+"""A gallery index: every image under a folder embedded once by a bundle's `encode_image`.
+
+    reid-jax index --bundle BUNDLE --images DIR --index INDEX
+
+Format of the INDEX folder (all files written under a temporary name, then renamed):
+
+    index.json            {"format_version": 1, "bundle": {task, fingerprint}, "generation": g,
+                           "count": N, "dim": d, "images_root": DIR}; written last, so it
+                           always names a complete generation
+    embeddings-<g>.npy    float32 [N, d], unit rows (the bundle's 'embedding')
+    items-<g>.json        N entries {"path": relative to DIR, "size": bytes, "mtime_ns": ...},
+                           row i of the embeddings
+    pending/chunk-*.npz   embedded chunks of an unfinished run (deleted when a run completes)
+
+Incremental: a re-run reuses the rows of files whose (path, size, mtime) are unchanged,
+embeds new or changed files and drops deleted ones. Resumable: each chunk of embedded images
+is saved to pending/ as soon as it is done, so a killed run loses at most one chunk and the
+next run picks the chunks up. A different bundle (other parameters) re-embeds everything.
+Images: .jpg, .jpeg, .png, .bmp (any case), recursively, in sorted path order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from reid_jax.inference.bundle import Bundle
+
+FORMAT_VERSION = 1
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+INDEX_FILE = "index.json"
+PENDING = "pending"
+
+
+class IndexFormatError(ValueError):
+    """An index folder that cannot be read or does not match."""
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexStats:
+    """What a build did: images embedded now, rows reused, files dropped, total rows."""
+
+    embedded: int
+    reused: int
+    dropped: int
+    total: int
+
+
+@dataclasses.dataclass(frozen=True)
+class GalleryIndex:
+    """A loaded index: `embeddings` [N, d] float32 and `paths` (absolute), row-aligned."""
+
+    embeddings: np.ndarray
+    paths: tuple[str, ...]
+    manifest: dict
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def list_images(root: str | os.PathLike) -> list[dict]:
+    """Every image under `root` (recursive, sorted): {'path' (relative), 'size', 'mtime_ns'}."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: not a folder of images")
+    items = []
+    for path in sorted(root.rglob("*")):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            stat = path.stat()
+            items.append(
+                {
+                    "path": path.relative_to(root).as_posix(),
+                    "size": stat.st_size,
+                    "mtime_ns": stat.st_mtime_ns,
+                }
+            )
+    return items
+
+
+def bundle_fingerprint(bundle: Bundle) -> str:
+    """sha1 of the bundle's manifest and parameters: a changed model re-embeds everything."""
+    digest = hashlib.sha1((bundle.path / "bundle.json").read_bytes())
+    with open(bundle.path / "params.npz", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _key(item: dict) -> tuple:
+    return item["path"], item["size"], item["mtime_ns"]
+
+
+def _read_current(index_dir: Path, fingerprint: str) -> dict[tuple, np.ndarray]:
+    """Rows of the complete index made with the same bundle: key -> embedding."""
+    manifest_path = index_dir / INDEX_FILE
+    if not manifest_path.is_file():
+        return {}
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise IndexFormatError(f"{manifest_path}: format_version {manifest.get('format_version')}")
+    if manifest["bundle"]["fingerprint"] != fingerprint:
+        return {}
+    generation = manifest["generation"]
+    items = json.loads((index_dir / f"items-{generation}.json").read_text())
+    embeddings = np.load(index_dir / f"embeddings-{generation}.npy", allow_pickle=False)
+    return {_key(item): row for item, row in zip(items, embeddings, strict=True)}
+
+
+def _read_pending(index_dir: Path, fingerprint: str) -> dict[tuple, np.ndarray]:
+    rows: dict[tuple, np.ndarray] = {}
+    for chunk in sorted((index_dir / PENDING).glob("chunk-*.npz")):
+        with np.load(chunk, allow_pickle=False) as data:
+            if str(data["fingerprint"]) != fingerprint:
+                continue
+            items = json.loads(str(data["items"]))
+            rows.update({_key(i): r for i, r in zip(items, data["embeddings"], strict=True)})
+    return rows
+
+
+def load_images(paths: list[Path], bundle: Bundle) -> np.ndarray:
+    """uint8 [n, H, W, 3] at the bundle's size, resized as its preprocessing says."""
+    from reid_jax.data import transforms
+
+    size = tuple(bundle.preprocessing["image_size"])
+    resize = {
+        "bilinear_opencv": transforms.resize_bilinear,
+        "bicubic_pil": transforms.resize_bicubic,
+    }[bundle.preprocessing["resize"]]
+    return np.stack([resize(transforms.load_rgb(p), size) for p in paths])
+
+
+def _chunks(items: list[dict], size: int) -> Iterator[list[dict]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def build_index(
+    bundle: Bundle,
+    images_root: str | os.PathLike,
+    index_dir: str | os.PathLike,
+    *,
+    chunk_size: int = 256,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> IndexStats:
+    """Creates or updates the index of `images_root` (see the module docstring).
+
+    Returns:
+      What was embedded, reused and dropped.
+    """
+    from tqdm import tqdm
+
+    images_root, index_dir = Path(images_root).resolve(), Path(index_dir)
+    (index_dir / PENDING).mkdir(parents=True, exist_ok=True)
+    fingerprint = bundle_fingerprint(bundle)
+    items = list_images(images_root)
+    known = _read_current(index_dir, fingerprint)
+    known.update(_read_pending(index_dir, fingerprint))
+    todo = [item for item in items if _key(item) not in known]
+    dropped = len({key[0] for key in known} - {item["path"] for item in items})
+    bar = tqdm(total=len(todo), desc="index", unit="img", disable=not progress)
+    for number, chunk in enumerate(_chunks(todo, chunk_size)):
+        images = load_images([images_root / item["path"] for item in chunk], bundle)
+        embeddings = bundle.encode("encode_image", images, batch_size=batch_size)["embedding"]
+        name = f"chunk-{os.getpid()}-{number:06d}.npz"
+        _atomic_npz(
+            index_dir / PENDING / name,
+            items=np.asarray(json.dumps(chunk)),
+            embeddings=embeddings.astype(np.float32),
+            fingerprint=np.asarray(fingerprint),
+        )
+        known.update({_key(i): r for i, r in zip(chunk, embeddings, strict=True)})
+        bar.update(len(chunk))
+    bar.close()
+    _write_generation(index_dir, items, known, fingerprint, bundle, images_root)
+    for chunk in (index_dir / PENDING).glob("chunk-*.npz"):
+        chunk.unlink()
+    return IndexStats(
+        embedded=len(todo), reused=len(items) - len(todo), dropped=dropped, total=len(items)
+    )
+
+
+def _write_generation(index_dir, items, known, fingerprint, bundle, images_root) -> None:
+    manifest_path = index_dir / INDEX_FILE
+    old = json.loads(manifest_path.read_text())["generation"] if manifest_path.is_file() else 0
+    generation = old + 1
+    dim = int(next(iter(known.values())).shape[-1]) if known else 0
+    embeddings = (
+        np.stack([known[_key(i)] for i in items]).astype(np.float32)
+        if items
+        else (np.zeros((0, dim), np.float32))
+    )
+    fd, tmp = tempfile.mkstemp(prefix=".embeddings.", suffix=".npy", dir=index_dir)
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, embeddings)
+    os.replace(tmp, index_dir / f"embeddings-{generation}.npy")
+    _atomic_write(index_dir / f"items-{generation}.json", json.dumps(items).encode())
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "bundle": {"task": bundle.task, "fingerprint": fingerprint, "path": str(bundle.path)},
+        "generation": generation,
+        "count": len(items),
+        "dim": dim,
+        "images_root": str(images_root),
+    }
+    _atomic_write(manifest_path, (json.dumps(manifest, indent=1) + "\n").encode())
+    for stale in (f"embeddings-{old}.npy", f"items-{old}.json"):
+        (index_dir / stale).unlink(missing_ok=True)
+
+
+def load_index(index_dir: str | os.PathLike) -> GalleryIndex:
+    """Reads a complete index (the generation index.json names)."""
+    index_dir = Path(index_dir)
+    manifest_path = index_dir / INDEX_FILE
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{index_dir}: no {INDEX_FILE} (run reid-jax index first)")
+    manifest = json.loads(manifest_path.read_text())
+    generation = manifest["generation"]
+    items = json.loads((index_dir / f"items-{generation}.json").read_text())
+    embeddings = np.load(index_dir / f"embeddings-{generation}.npy", allow_pickle=False)
+    root = Path(manifest["images_root"])
+    return GalleryIndex(
+        embeddings=embeddings, paths=tuple(str(root / i["path"]) for i in items), manifest=manifest
+    )
