@@ -6,6 +6,7 @@
     reid-jax import-weights --kind KIND --input FILE --config FILE[:ARG] --workdir OUT
     reid-jax export --workdir RUN --out BUNDLE [--best | --step N]
     reid-jax index --bundle BUNDLE --images DIR --index INDEX
+    reid-jax search --index INDEX (--text T | --attributes A | --image FILE) [--top-k K]
 
 Config errors, dataset format errors, missing paths and mistyped overrides print one line and
 exit with status 2 (`--debug` shows the traceback instead).
@@ -51,6 +52,10 @@ COMMANDS = {
     "index": (
         "embed every image under a folder with a bundle (incremental, resumable)",
         "reid-jax index --bundle bundles/ssan --images /data/crops --index indexes/crops",
+    ),
+    "search": (
+        "find people in an index by a sentence, attributes or a photo (prints, PNG + HTML)",
+        'reid-jax search --index indexes/crops --text "a woman in a red coat"',
     ),
 }
 
@@ -136,7 +141,19 @@ def _build_parser() -> _Parser:
     index.add_argument("--chunk-size", type=int, default=256, help="images per saved chunk")
     index.add_argument("--batch-size", type=int, default=64, help="images per encoder call")
 
-    for sub in (train, evaluate, imports, exports, index):
+    search = commands.add_parser("search", help=COMMANDS["search"][0], epilog=COMMANDS["search"][1])
+    search.add_argument("--index", required=True, help="an index folder (reid-jax index)")
+    query = search.add_mutually_exclusive_group(required=True)
+    query.add_argument("--text", help="a sentence (SSAN bundles)")
+    query.add_argument(
+        "--attributes", help="e.g. 'gender=female upper=red backpack=yes' (attribute bundles)"
+    )
+    query.add_argument("--image", help="a query photo")
+    search.add_argument("--top-k", type=int, default=10, help="results to show")
+    search.add_argument("--out", default="search_results", help="folder for search.png/.html")
+    search.add_argument("--bundle", help="encode the query with this bundle (default: the index's)")
+
+    for sub in (train, evaluate, imports, exports, index, search):
         sub.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
 
@@ -277,12 +294,34 @@ def _index(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
     )
 
 
+def _search(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
+    if overrides:
+        raise UsageError(f"{PROG} search: takes no --config overrides")
+    from reid_jax.inference import load_bundle
+    from reid_jax.inference.search import search, write_result_pictures
+
+    result = search(
+        args.index,
+        text=args.text,
+        attributes=args.attributes,
+        image=args.image,
+        top_k=args.top_k,
+        bundle=load_bundle(args.bundle) if args.bundle else None,
+    )
+    print(f"top {len(result.paths)} for {result.query!r} (scored by {result.method}):")
+    for rank, (score, path) in enumerate(zip(result.scores, result.paths, strict=True), 1):
+        print(f"{rank:4d}  {score:9.4f}  {path}")
+    png, page = write_result_pictures(result, args.out)
+    print(f"pictures: {png} {page}", flush=True)
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, list[tuple[str, str]]], None]] = {
     "train": _train,
     "evaluate": _evaluate,
     "import-weights": _import_weights,
     "export": _export,
     "index": _index,
+    "search": _search,
 }
 
 
@@ -293,6 +332,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from reid_jax.export.run_export import NotExportableError
     from reid_jax.inference import BundleError
     from reid_jax.inference.index import IndexFormatError
+    from reid_jax.text.attribute_query import AttributeQueryError
     from reid_jax.training.init_from import InitFromError
     from reid_jax.weights.readers import WeightsError
 
@@ -307,6 +347,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         NotExportableError,
         BundleError,
         IndexFormatError,
+        AttributeQueryError,
     )
 
 

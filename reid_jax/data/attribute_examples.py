@@ -314,3 +314,21 @@ def load_attribute_dataset(data_config: Any, *, protocol: str = "standard") -> A
         else:
             _CACHE[key] = _identity_dataset(data_config, protocol)
     return _CACHE[key]
+
+
+def query_vocabulary(dataset: str) -> attribute_query.AttributeVocabulary:
+    """The query language's vocabulary of an identity-labelled dataset (Market, Duke)."""
+    if dataset in ("embedded", "market1501"):
+        return attribute_query.MARKET
+    if dataset == "dukemtmc":
+        return attribute_query.DUKE
+    raise ValueError(f"attribute queries over '{dataset}' need its column names (not supported)")
+
+
+def model_encoding(dataset: str, records: np.ndarray) -> np.ndarray:
+    """Dataset-coded vectors [..., A'] (-1 = not asked) -> the model's columns [..., A];
+    -1 stays -1 (over a whole one-hot group)."""
+    records = np.asarray(records)
+    if dataset in ("embedded", "market1501"):
+        return attributes.market_model_encoding(records)
+    return records

@@ -275,3 +275,77 @@ def _html_page(info, queries, gallery_paths, ids, queries_are_images) -> str:
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</table></body></html>")
     return "\n".join(out)
+
+
+def render_search_results(
+    *,
+    query: str,
+    query_is_image: bool,
+    paths: Sequence[str],
+    scores: Sequence[float],
+    out_png: str,
+    out_html: str,
+) -> None:
+    """One search's top results (no ground truth): the query (text or image) and each result
+    with its rank, score and file name, as a PNG and a self-contained HTML page.
+
+    Args:
+      query: the query text, or the query image path.
+      query_is_image: whether `query` is an image path.
+      paths: the k result images, best first.
+      scores: their k scores (higher = better).
+      out_png, out_html: output files (written atomically).
+    """
+    top_k = len(paths)
+    cell_w = THUMB_W + 2 * BORDER + _PAD
+    panel_w = cell_w if query_is_image else _PANEL_W
+    width = _PAD + panel_w + _PAD + max(top_k, 1) * cell_w
+    height = _HEADER_H + _LABEL_H + THUMB_H + 2 * BORDER + 2 * _LABEL_H + _PAD
+    canvas = Image.new("RGB", (width, height), _BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+    small, body = _font(11), _font(12)
+    draw.text((_PAD, 8), f"Top-{top_k} results", fill=_TEXT, font=_font(15))
+    y = _HEADER_H + _LABEL_H
+    if query_is_image:
+        draw.rectangle(
+            (_PAD, y, _PAD + THUMB_W + 2 * BORDER - 1, y + THUMB_H + 2 * BORDER - 1),
+            fill=_QUERY_RGB,
+        )
+        canvas.paste(_thumbnail(query), (_PAD + BORDER, y + BORDER))
+    else:
+        draw.rectangle((_PAD, y, _PAD + _PANEL_W, y + THUMB_H + 2 * BORDER), fill=(246, 246, 246))
+        for i, line in enumerate(textwrap.wrap(query, width=38)[:9]):
+            draw.text((_PAD + 6, y + 4 + 15 * i), line, fill=_TEXT, font=body)
+    cells = []
+    for j, (path, score) in enumerate(zip(paths, scores, strict=True)):
+        x = _PAD + panel_w + _PAD + j * cell_w
+        draw.rectangle(
+            (x, y, x + THUMB_W + 2 * BORDER - 1, y + THUMB_H + 2 * BORDER - 1), fill=_MUTED
+        )
+        thumb = _thumbnail(path)
+        canvas.paste(thumb, (x + BORDER, y + BORDER))
+        draw.text((x, y - _LABEL_H + 2), f"#{j + 1}", fill=_MUTED, font=small)
+        draw.text((x, y + THUMB_H + 2 * BORDER + 2), f"{score:.3f}", fill=_TEXT, font=small)
+        name = os.path.basename(path)
+        draw.text((x, y + THUMB_H + 2 * BORDER + 2 + 13), name[:11], fill=_MUTED, font=small)
+        cells.append(
+            f"<td><small>#{j + 1} · {score:.3f}</small><img src='{_data_uri(thumb)}' "
+            f"title='{html.escape(path, quote=True)}'><small>{html.escape(name)}</small></td>"
+        )
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG", optimize=True)
+    _atomic_write(out_png, buf.getvalue())
+    shown = f"<img src='{_data_uri(_thumbnail(query))}'>" if query_is_image else html.escape(query)
+    page = "\n".join(
+        [
+            "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Search results</title>",
+            "<style>body{font-family:sans-serif;margin:16px;color:#1e1e1e}",
+            "td{padding:4px;vertical-align:top;text-align:center}td.q{width:240px;text-align:left}",
+            "img{display:block;width:64px;height:128px;border:4px solid #6e6e6e}",
+            "small{color:#6e6e6e}</style></head><body>",
+            f"<h3>Top-{top_k} results</h3><table><tr><td class='q'>{shown}</td>",
+            "".join(cells),
+            "</tr></table></body></html>",
+        ]
+    )
+    _atomic_write(out_html, page.encode("utf-8"))

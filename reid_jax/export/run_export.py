@@ -3,7 +3,7 @@
 The config and data facts come from the run folder (config.json, data_info.json), the model
 variables from its latest checkpoint (or best/, or a given step; the moving average when the
 run evaluates it), the encoders from the task's `export_encoders`, and the vocabulary files
-(vocab.txt, *.model) from the run folder.
+(vocab.txt, vocab.json, *.model) from the run folder.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from reid_jax.training import checkpoint, run_folder, run_setup
 from reid_jax.training.evaluate import checkpoint_to_evaluate
 from reid_jax.training.state import eval_variables
 
-VOCABULARY_PATTERNS = ("vocab.txt", "*.model", "*.vocab")
+VOCABULARY_PATTERNS = ("vocab.txt", "vocab.json", "*.model", "*.vocab")
 
 
 class NotExportableError(ValueError):
@@ -61,7 +61,7 @@ def export_run(
         encoders=task.export_encoders(model, config, info),
         variables=variables,
         config=_jsonable(config.to_dict()),
-        preprocessing=task.export_preprocessing(config),
+        preprocessing=task.export_preprocessing(config, info),
         files=files,
     )
 

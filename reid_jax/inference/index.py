@@ -8,6 +8,8 @@ Format of the INDEX folder (all files written under a temporary name, then renam
                            "count": N, "dim": d, "images_root": DIR}; written last, so it
                            always names a complete generation
     embeddings-<g>.npy    float32 [N, d], unit rows (the bundle's 'embedding')
+    extras-<g>.npz        the encoder's other outputs, row-aligned (e.g. 'attribute_logits'),
+                          when it has any
     items-<g>.json        N entries {"path": relative to DIR, "size": bytes, "mtime_ns": ...},
                            row i of the embeddings
     pending/chunk-*.npz   embedded chunks of an unfinished run (deleted when a run completes)
@@ -55,11 +57,13 @@ class IndexStats:
 
 @dataclasses.dataclass(frozen=True)
 class GalleryIndex:
-    """A loaded index: `embeddings` [N, d] float32 and `paths` (absolute), row-aligned."""
+    """A loaded index: `embeddings` [N, d] float32, `paths` (absolute) and `extras` (other
+    encoder outputs, name -> [N, ...]), row-aligned."""
 
     embeddings: np.ndarray
     paths: tuple[str, ...]
     manifest: dict
+    extras: dict
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -116,8 +120,8 @@ def _key(item: dict) -> tuple:
     return item["path"], item["size"], item["mtime_ns"]
 
 
-def _read_current(index_dir: Path, fingerprint: str) -> dict[tuple, np.ndarray]:
-    """Rows of the complete index made with the same bundle: key -> embedding."""
+def _read_current(index_dir: Path, fingerprint: str) -> dict[tuple, dict[str, np.ndarray]]:
+    """Rows of the complete index made with the same bundle: key -> {output: row}."""
     manifest_path = index_dir / INDEX_FILE
     if not manifest_path.is_file():
         return {}
@@ -126,20 +130,35 @@ def _read_current(index_dir: Path, fingerprint: str) -> dict[tuple, np.ndarray]:
         raise IndexFormatError(f"{manifest_path}: format_version {manifest.get('format_version')}")
     if manifest["bundle"]["fingerprint"] != fingerprint:
         return {}
-    generation = manifest["generation"]
-    items = json.loads((index_dir / f"items-{generation}.json").read_text())
-    embeddings = np.load(index_dir / f"embeddings-{generation}.npy", allow_pickle=False)
-    return {_key(item): row for item, row in zip(items, embeddings, strict=True)}
+    outputs = _read_generation(index_dir, manifest["generation"])
+    items = outputs.pop("items")
+    return {
+        _key(item): {name: value[i] for name, value in outputs.items()}
+        for i, item in enumerate(items)
+    }
 
 
-def _read_pending(index_dir: Path, fingerprint: str) -> dict[tuple, np.ndarray]:
-    rows: dict[tuple, np.ndarray] = {}
+def _read_generation(index_dir: Path, generation: int) -> dict:
+    out = {"items": json.loads((index_dir / f"items-{generation}.json").read_text())}
+    out["embedding"] = np.load(index_dir / f"embeddings-{generation}.npy", allow_pickle=False)
+    extras = index_dir / f"extras-{generation}.npz"
+    if extras.is_file():
+        with np.load(extras, allow_pickle=False) as data:
+            out.update({key: data[key] for key in data.files})
+    return out
+
+
+def _read_pending(index_dir: Path, fingerprint: str) -> dict[tuple, dict[str, np.ndarray]]:
+    rows: dict[tuple, dict[str, np.ndarray]] = {}
     for chunk in sorted((index_dir / PENDING).glob("chunk-*.npz")):
         with np.load(chunk, allow_pickle=False) as data:
             if str(data["fingerprint"]) != fingerprint:
                 continue
             items = json.loads(str(data["items"]))
-            rows.update({_key(i): r for i, r in zip(items, data["embeddings"], strict=True)})
+            names = [k.removeprefix("out_") for k in data.files if k.startswith("out_")]
+            outputs = {name: data[f"out_{name}"] for name in names}
+            for i, item in enumerate(items):
+                rows[_key(item)] = {name: value[i] for name, value in outputs.items()}
     return rows
 
 
@@ -187,15 +206,16 @@ def build_index(
     bar = tqdm(total=len(todo), desc="index", unit="img", disable=not progress)
     for number, chunk in enumerate(_chunks(todo, chunk_size)):
         images = load_images([images_root / item["path"] for item in chunk], bundle)
-        embeddings = bundle.encode("encode_image", images, batch_size=batch_size)["embedding"]
+        outputs = bundle.encode("encode_image", images, batch_size=batch_size)
         name = f"chunk-{os.getpid()}-{number:06d}.npz"
         _atomic_npz(
             index_dir / PENDING / name,
             items=np.asarray(json.dumps(chunk)),
-            embeddings=embeddings.astype(np.float32),
             fingerprint=np.asarray(fingerprint),
+            **{f"out_{k}": v.astype(np.float32) for k, v in outputs.items()},
         )
-        known.update({_key(i): r for i, r in zip(chunk, embeddings, strict=True)})
+        for i, item in enumerate(chunk):
+            known[_key(item)] = {k: v[i] for k, v in outputs.items()}
         bar.update(len(chunk))
     bar.close()
     _write_generation(index_dir, items, known, fingerprint, bundle, images_root)
@@ -210,16 +230,20 @@ def _write_generation(index_dir, items, known, fingerprint, bundle, images_root)
     manifest_path = index_dir / INDEX_FILE
     old = json.loads(manifest_path.read_text())["generation"] if manifest_path.is_file() else 0
     generation = old + 1
-    dim = int(next(iter(known.values())).shape[-1]) if known else 0
-    embeddings = (
-        np.stack([known[_key(i)] for i in items]).astype(np.float32)
-        if items
-        else (np.zeros((0, dim), np.float32))
+    rows = [known[_key(i)] for i in items]
+    stacked = (
+        {name: np.stack([row[name] for row in rows]).astype(np.float32) for name in rows[0]}
+        if rows
+        else {}
     )
+    embeddings = stacked.pop("embedding", np.zeros((0, 0), np.float32))
+    dim = int(embeddings.shape[-1])
     fd, tmp = tempfile.mkstemp(prefix=".embeddings.", suffix=".npy", dir=index_dir)
     with os.fdopen(fd, "wb") as f:
         np.save(f, embeddings)
     os.replace(tmp, index_dir / f"embeddings-{generation}.npy")
+    if stacked:
+        _atomic_npz(index_dir / f"extras-{generation}.npz", **stacked)
     _atomic_write(index_dir / f"items-{generation}.json", json.dumps(items).encode())
     manifest = {
         "format_version": FORMAT_VERSION,
@@ -230,7 +254,7 @@ def _write_generation(index_dir, items, known, fingerprint, bundle, images_root)
         "images_root": str(images_root),
     }
     _atomic_write(manifest_path, (json.dumps(manifest, indent=1) + "\n").encode())
-    for stale in (f"embeddings-{old}.npy", f"items-{old}.json"):
+    for stale in (f"embeddings-{old}.npy", f"items-{old}.json", f"extras-{old}.npz"):
         (index_dir / stale).unlink(missing_ok=True)
 
 
@@ -241,10 +265,12 @@ def load_index(index_dir: str | os.PathLike) -> GalleryIndex:
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{index_dir}: no {INDEX_FILE} (run reid-jax index first)")
     manifest = json.loads(manifest_path.read_text())
-    generation = manifest["generation"]
-    items = json.loads((index_dir / f"items-{generation}.json").read_text())
-    embeddings = np.load(index_dir / f"embeddings-{generation}.npy", allow_pickle=False)
+    outputs = _read_generation(index_dir, manifest["generation"])
+    items, embeddings = outputs.pop("items"), outputs.pop("embedding")
     root = Path(manifest["images_root"])
     return GalleryIndex(
-        embeddings=embeddings, paths=tuple(str(root / i["path"]) for i in items), manifest=manifest
+        embeddings=embeddings,
+        paths=tuple(str(root / i["path"]) for i in items),
+        manifest=manifest,
+        extras=outputs,
     )

@@ -81,7 +81,7 @@ def test_alignedreid_ssan_and_attribute_bundles_reproduce_the_model(tmp_path):
         encoders=alignedreid.export_encoders(model, config, info),
         variables=variables,
         config={},
-        preprocessing=alignedreid.export_preprocessing(config),
+        preprocessing=alignedreid.export_preprocessing(config, info),
     )
     images = _images(config)
     got = _load_in_fresh_process(tmp_path, bundle, {"image": images}, {"encode_image": ["image"]})
@@ -99,7 +99,7 @@ def test_alignedreid_ssan_and_attribute_bundles_reproduce_the_model(tmp_path):
         encoders=ssan.export_encoders(model, config, info),
         variables=variables,
         config={},
-        preprocessing=ssan.export_preprocessing(config),
+        preprocessing=ssan.export_preprocessing(config, info),
     )
     images = _images(config)
     rng = np.random.default_rng(1)
@@ -134,7 +134,11 @@ def test_alignedreid_ssan_and_attribute_bundles_reproduce_the_model(tmp_path):
         num_examples=8,
         steps_per_epoch=1,
         num_classes=2,
-        extras={"groups": [list(g) for g in groups], "sid_attributes": [[0] * 6, [1] * 6]},
+        extras={
+            "groups": [list(g) for g in groups],
+            "softmax_groups": [[1, 4]],
+            "sid_attributes": [[0] * 6, [1] * 6],
+        },
     )
     model = attribute_joint.create_model(config, info)
     variables = attribute_joint.init_variables(model, jax.random.key(2), config)
@@ -144,7 +148,7 @@ def test_alignedreid_ssan_and_attribute_bundles_reproduce_the_model(tmp_path):
         encoders=attribute_joint.export_encoders(model, config, info),
         variables=variables,
         config={},
-        preprocessing=attribute_joint.export_preprocessing(config),
+        preprocessing=attribute_joint.export_preprocessing(config, info),
     )
     images = _images(config)
     vectors = np.random.default_rng(2).integers(0, 2, (5, 6)).astype(np.float32)

@@ -39,7 +39,7 @@ def bundle(tmp_path_factory):
         encoders=alignedreid.export_encoders(model, config, info),
         variables=variables,
         config={},
-        preprocessing=alignedreid.export_preprocessing(config),
+        preprocessing=alignedreid.export_preprocessing(config, info),
     )
     return load_bundle(path)
 

@@ -426,6 +426,7 @@ def export_encoders(model: nn.Module, config: Any, info: TrainDataInfo) -> dict[
     }
 
 
-def export_preprocessing(config: Any) -> dict[str, Any]:
+def export_preprocessing(config: Any, info: TrainDataInfo) -> dict[str, Any]:
     """Host-side facts before `encode_image`: the size and the resize of the test transform."""
+    del info
     return {"image_size": list(config.data.image_size), "resize": "bilinear_opencv"}

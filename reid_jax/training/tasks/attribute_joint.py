@@ -303,10 +303,11 @@ def export_encoders(model: nn.Module, config: Any, info: TrainDataInfo) -> dict[
     }
 
 
-def export_preprocessing(config: Any) -> dict[str, Any]:
+def export_preprocessing(config: Any, info: TrainDataInfo) -> dict[str, Any]:
     """Host-side facts: image size and resize; the model encoding of attribute vectors."""
     return {
         "image_size": list(config.data.image_size),
         "resize": "bilinear_opencv",
         "dataset": config.data.dataset,
+        "softmax_groups": [list(g) for g in info.extras["softmax_groups"]],
     }

@@ -353,8 +353,9 @@ def export_encoders(model: nn.Module, config: Any, info: TrainDataInfo) -> dict[
     }
 
 
-def export_preprocessing(config: Any) -> dict[str, Any]:
+def export_preprocessing(config: Any, info: TrainDataInfo) -> dict[str, Any]:
     """Host-side facts: image size and resize, the caption length and the vocabulary file."""
+    del info
     return {
         "image_size": list(config.data.image_size),
         "resize": "bicubic_pil",

@@ -1,0 +1,141 @@
+"""Search an index by a sentence, by attributes or by a photo (exact: one matrix product).
+
+    reid-jax search --index INDEX --text "a woman in a red coat"        (SSAN bundle)
+    reid-jax search --index INDEX --attributes "gender=female upper=red" (attribute bundle)
+    reid-jax search --index INDEX --image query.jpg                     (any image bundle)
+
+Scores: the dot product of unit embeddings (SSAN: a third of its summed cosine). Attribute
+queries use the query language of `text.attribute_query` over the bundle's dataset
+vocabulary; a query that fixes every field goes through the concept generator ψ (the joint
+space), a partial one is scored by the image heads' log-probability of the asked values
+(attribute-prediction retrieval, attribute_reid §3.8), which needs no value for the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from reid_jax.inference.bundle import Bundle, BundleError, load_bundle
+from reid_jax.inference.index import GalleryIndex, load_images, load_index
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """Top-k of one query: `indices` into the index, `scores` (higher = better), `paths`,
+    the query as given, and `method` ('embedding' or 'attribute heads')."""
+
+    query: str
+    query_is_image: bool
+    indices: np.ndarray
+    scores: np.ndarray
+    paths: tuple[str, ...]
+    method: str
+
+
+def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    k = min(k, len(scores))
+    candidates = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    return candidates[np.lexsort((candidates, -scores[candidates]))]  # stable: ties by row
+
+
+def text_embedding(bundle: Bundle, text: str) -> np.ndarray:
+    """[d] embedding of a sentence (a bundle with `encode_text` and the run's vocab.json)."""
+    from reid_jax.text.cleaning import tokenize_caption
+    from reid_jax.text.vocab import Vocabulary, encode_batch
+
+    if "encode_text" not in bundle.encoders:
+        raise BundleError(f"{bundle.path}: the {bundle.task} bundle cannot encode text")
+    vocab_path = bundle.path / "vocab.json"
+    if not vocab_path.is_file():
+        raise BundleError(f"{bundle.path}: no vocab.json to tokenise the query")
+    vocab = Vocabulary.load(vocab_path)
+    length = int(bundle.preprocessing["max_length"])
+    ids, lengths = encode_batch(vocab, [tokenize_caption(text)], max_length=length)
+    return bundle.encode("encode_text", ids, lengths)["embedding"][0]
+
+
+def attribute_scores(bundle: Bundle, index: GalleryIndex, query: str) -> tuple[np.ndarray, str]:
+    """[N] scores of an attribute query and the method used (see the module docstring)."""
+    from reid_jax.data import attribute_examples
+    from reid_jax.evaluation.attribute_retrieval import attribute_prediction_scores
+    from reid_jax.text.attribute_query import parse_query
+
+    if "encode_attributes" not in bundle.encoders:
+        raise BundleError(f"{bundle.path}: the {bundle.task} bundle cannot encode attributes")
+    dataset = bundle.preprocessing["dataset"]
+    vocabulary = attribute_examples.query_vocabulary(dataset)
+    values = parse_query(query, vocabulary).values
+    vector = attribute_examples.model_encoding(dataset, values[None])
+    if (vector >= 0).all():
+        concept = bundle.encode("encode_attributes", vector.astype(np.float32))["embedding"][0]
+        return index.embeddings @ concept, "embedding"
+    if "attribute_logits" not in index.extras:
+        raise BundleError("the index holds no attribute logits for a partial attribute query")
+    groups = [tuple(g) for g in bundle.preprocessing["softmax_groups"]]
+    scores = attribute_prediction_scores(index.extras["attribute_logits"], vector, groups)
+    return scores[0].astype(np.float32), "attribute heads"
+
+
+def search(
+    index_dir: str | os.PathLike,
+    *,
+    text: str | None = None,
+    attributes: str | None = None,
+    image: str | None = None,
+    top_k: int = 10,
+    bundle: Bundle | None = None,
+) -> SearchResult:
+    """Runs one query (exactly one of text, attributes, image) against an index.
+
+    Args:
+      index_dir: an index folder (`reid-jax index`).
+      text, attributes, image: the query.
+      top_k: results to return.
+      bundle: the bundle to encode the query with; default the one the index was built with.
+    """
+    given = [q for q in (text, attributes, image) if q is not None]
+    if len(given) != 1:
+        raise ValueError("give exactly one of text, attributes, image")
+    index = load_index(index_dir)
+    bundle = bundle or load_bundle(index.manifest["bundle"]["path"])
+    method = "embedding"
+    if text is not None:
+        scores = index.embeddings @ text_embedding(bundle, text)
+    elif attributes is not None:
+        scores, method = attribute_scores(bundle, index, attributes)
+    else:
+        if not Path(image).is_file():
+            raise FileNotFoundError(f"{image}: query image not found")
+        query = bundle.encode("encode_image", load_images([Path(image)], bundle))["embedding"][0]
+        scores = index.embeddings @ query
+    order = _top_k(np.asarray(scores, np.float32), top_k)
+    return SearchResult(
+        query=given[0],
+        query_is_image=image is not None,
+        indices=order,
+        scores=np.asarray(scores, np.float32)[order],
+        paths=tuple(index.paths[i] for i in order),
+        method=method,
+    )
+
+
+def write_result_pictures(result: SearchResult, out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """search.png and search.html of a result under `out_dir` (created)."""
+    from reid_jax.evaluation.rank_list import render_search_results
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png, page = out_dir / "search.png", out_dir / "search.html"
+    render_search_results(
+        query=result.query,
+        query_is_image=result.query_is_image,
+        paths=result.paths,
+        scores=[float(s) for s in result.scores],
+        out_png=str(png),
+        out_html=str(page),
+    )
+    return png, page
