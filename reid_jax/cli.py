@@ -289,7 +289,8 @@ def _index(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
     )
     print(
         f"indexed {stats.total} images into {args.index}: {stats.embedded} embedded, "
-        f"{stats.reused} reused, {stats.dropped} dropped",
+        f"{stats.reused} reused, {stats.dropped} dropped"
+        + (f", {len(stats.unreadable)} unreadable files left out" if stats.unreadable else ""),
         flush=True,
     )
 

@@ -18,7 +18,8 @@ Incremental: a re-run reuses the rows of files whose (path, size, mtime) are unc
 embeds new or changed files and drops deleted ones. Resumable: each chunk of embedded images
 is saved to pending/ as soon as it is done, so a killed run loses at most one chunk and the
 next run picks the chunks up. A different bundle (other parameters) re-embeds everything.
-Images: .jpg, .jpeg, .png, .bmp (any case), recursively, in sorted path order.
+Images: .jpg, .jpeg, .png, .bmp (any case), recursively, in sorted path order; a file that
+cannot be decoded is left out with a warning (and tried again on the next run).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from absl import logging
 
+from reid_jax.data.errors import DatasetFormatError
 from reid_jax.inference.bundle import Bundle
 
 FORMAT_VERSION = 1
@@ -47,12 +50,14 @@ class IndexFormatError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class IndexStats:
-    """What a build did: images embedded now, rows reused, files dropped, total rows."""
+    """What a build did: images embedded now, rows reused, files dropped, total rows, and
+    the files that could not be decoded (left out, logged, tried again on the next run)."""
 
     embedded: int
     reused: int
     dropped: int
     total: int
+    unreadable: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,8 +209,21 @@ def build_index(
     todo = [item for item in items if _key(item) not in known]
     dropped = len({key[0] for key in known} - {item["path"] for item in items})
     bar = tqdm(total=len(todo), desc="index", unit="img", disable=not progress)
+    unreadable = []
     for number, chunk in enumerate(_chunks(todo, chunk_size)):
-        images = load_images([images_root / item["path"] for item in chunk], bundle)
+        readable, arrays = [], []
+        for item in chunk:
+            try:
+                arrays.append(load_images([images_root / item["path"]], bundle)[0])
+                readable.append(item)
+            except (DatasetFormatError, FileNotFoundError) as error:
+                logging.warning("index: left out %s", error)
+                unreadable.append(item["path"])
+        bar.update(len(chunk) - len(readable))
+        chunk = readable
+        if not chunk:
+            continue
+        images = np.stack(arrays)
         outputs = bundle.encode("encode_image", images, batch_size=batch_size)
         name = f"chunk-{os.getpid()}-{number:06d}.npz"
         _atomic_npz(
@@ -218,11 +236,17 @@ def build_index(
             known[_key(item)] = {k: v[i] for k, v in outputs.items()}
         bar.update(len(chunk))
     bar.close()
+    items = [item for item in items if _key(item) in known]
     _write_generation(index_dir, items, known, fingerprint, bundle, images_root)
     for chunk in (index_dir / PENDING).glob("chunk-*.npz"):
         chunk.unlink()
+    embedded = len(todo) - len(unreadable)
     return IndexStats(
-        embedded=len(todo), reused=len(items) - len(todo), dropped=dropped, total=len(items)
+        embedded=embedded,
+        reused=len(items) - embedded,
+        dropped=dropped,
+        total=len(items),
+        unreadable=tuple(unreadable),
     )
 
 

@@ -79,8 +79,10 @@ def test_reindexing_embeds_only_new_and_changed_files(tmp_path, bundle):
     (images / "cam0" / "p000.jpg").unlink()
     time.sleep(0.01)
     _write(images / "cam1" / "p001.png", seed=555, size=(30, 50))
+    (images / "new" / "broken.jpg").write_bytes(b"not a jpeg")  # left out, with a warning
     second = build_index(bundle, images, tmp_path / "index", chunk_size=5, progress=False)
     assert (second.embedded, second.reused, second.dropped, second.total) == (3, 10, 1, 13)
+    assert second.unreadable == ("new/broken.jpg",)
     assert not list((tmp_path / "index" / "pending").iterdir())
     manifest = json.loads((tmp_path / "index" / "index.json").read_text())
     assert manifest["generation"] == 2
