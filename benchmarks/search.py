@@ -27,10 +27,10 @@ import numpy as np
 from absl import app, flags
 
 from reid_jax.data import dataset_root
-from reid_jax.export.bundle import write_bundle
+from reid_jax.export.run_export import write_task_bundle
 from reid_jax.inference import load_bundle
 from reid_jax.inference.index import build_index
-from reid_jax.inference.search import _top_k, text_embedding
+from reid_jax.inference.search import text_embedding, top_k_rows
 from reid_jax.text.vocab import Vocabulary
 from reid_jax.training.tasks import ssan
 from reid_jax.training.tasks.base import TrainDataInfo
@@ -52,14 +52,8 @@ def _fresh_bundle(folder: Path) -> Path:
     variables = ssan.init_variables(model, jax.random.key(0), config)
     words = sorted(set(QUERY.replace(",", "").split()))  # the query's words; the rest is noise
     Vocabulary(tuple(words)).save(folder / "vocab.json")
-    return write_bundle(
-        folder / "bundle",
-        task="ssan",
-        encoders=ssan.export_encoders(model, config, info),
-        variables=variables,
-        config={},
-        preprocessing=ssan.export_preprocessing(config, info),
-        files=[folder / "vocab.json"],
+    return write_task_bundle(
+        folder / "bundle", ssan, model, variables, config, info, files=[folder / "vocab.json"]
     )
 
 
@@ -106,7 +100,7 @@ def main(argv):
                 start = time.perf_counter()
                 query = text_embedding(bundle, QUERY)
                 middle = time.perf_counter()
-                _top_k(gallery @ query, 10)
+                top_k_rows(gallery @ query, 10)
                 end = time.perf_counter()
                 if i:  # the first query compiles
                     totals.append(end - start)

@@ -262,9 +262,14 @@ def _import_weights(args: argparse.Namespace, overrides: list[tuple[str, str]]) 
     )
 
 
-def _export(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
+def _refuse_overrides(command: str, overrides: list[tuple[str, str]]) -> None:
+    """The bundle commands work from files, not configs: an override is a mistake."""
     if overrides:
-        raise UsageError(f"{PROG} export: takes no --config overrides (the run's config is used)")
+        raise UsageError(f"{PROG} {command}: takes no --config overrides")
+
+
+def _export(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
+    _refuse_overrides("export", overrides)
     from reid_jax.export.run_export import export_run
 
     out = export_run(args.workdir, args.out, step=args.step, best=args.best)
@@ -275,8 +280,7 @@ def _export(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
 
 
 def _index(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
-    if overrides:
-        raise UsageError(f"{PROG} index: takes no --config overrides")
+    _refuse_overrides("index", overrides)
     from reid_jax.inference import load_bundle
     from reid_jax.inference.index import build_index
 
@@ -296,8 +300,7 @@ def _index(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
 
 
 def _search(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
-    if overrides:
-        raise UsageError(f"{PROG} search: takes no --config overrides")
+    _refuse_overrides("search", overrides)
     from reid_jax.inference import load_bundle
     from reid_jax.inference.search import search, write_result_pictures
 

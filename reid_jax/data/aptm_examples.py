@@ -11,15 +11,8 @@ Where the records come from (`config.data`):
                       the APTM fine-tuning JSONs: `train_files` (e.g. cuhk_train.json) under
                       `train_image_root`, `test_file` under `test_image_root` (aptm §1.2).
 
-Attribute images (no captions; IAC/IAM/MAM fine-tuning and prompt-score evaluation, aptm
-§2.3, §6.4), see `trains_on_attributes`:
-
-  dataset='pa100k'    PA-100K `annotation.mat` under `root`: train split to train, test split
-                      to evaluate, 26 labels (the 'pa100k' prompt set).
-  dataset='embedded', embedded_part='market'
-                      the embedded Market-1501 copy: training images with their identity's
-                      attributes as the 27 MALS labels ('mals' prompt set), the attribute-
-                      query protocol of attribute_reid §4 on its test gallery.
+Attribute images without captions (dataset='pa100k', or embedded_part='market') come from
+`data.aptm_attribute_images` and train as pairs with an empty caption.
 
 Identities are integerised in first-appearance order (aptm §1.1). Captions are tokenised
 once, on the host, to exactly `max_tokens` ids (aptm §1.5); the per-example randomness (image
@@ -69,66 +62,6 @@ NORMALISATION = {
 }
 DATASETS = ("embedded", "mals", "cuhk_pedes", "icfg_pedes", "rstpreid", "pa100k")
 EMBEDDED_PARTS = ("mals", "cuhk")  # the caption parts (the vocabulary covers both)
-ATTRIBUTE_IMAGE_PARTS = ("market",)  # embedded parts of attribute images
-
-
-def trains_on_attributes(data_config: Any) -> bool:
-    """Whether the training data are attribute-labelled images without captions."""
-    if data_config.dataset == "embedded":
-        return data_config.embedded_part in ATTRIBUTE_IMAGE_PARTS
-    return data_config.dataset == "pa100k"
-
-
-@dataclasses.dataclass(frozen=True)
-class AttributeImages:
-    """Attribute-labelled images of one split (aptm §2).
-
-    Attributes:
-      image_paths: [N] image files.
-      labels: int32 [N, K] labels in {-1, 0, 1} in the prompt set's attribute order.
-      identities: [N] identity of each image (PA-100K: the image itself).
-      query_dataset: for the test split of Market-format data, the attribute-query protocol
-        (`data.attribute_examples.AttributeDataset`); None otherwise.
-    """
-
-    image_paths: tuple[str, ...]
-    labels: np.ndarray
-    identities: tuple[str, ...]
-    query_dataset: Any = None
-
-
-def load_attribute_images(data_config: Any, split: str) -> AttributeImages:
-    """Training ('train') or evaluation ('test') attribute images of the configured source."""
-    from reid_jax.text.attribute_prompts import market_to_mals_labels
-
-    if data_config.dataset == "pa100k":
-        from reid_jax.data.formats.pa100k import load_pa100k
-
-        records = [r for r in load_pa100k(data_config.root) if r.split == split]
-        return AttributeImages(
-            image_paths=tuple(r.key for r in records),
-            labels=np.asarray([r.labels for r in records], np.int32).reshape(len(records), -1),
-            identities=tuple(r.key for r in records),
-        )
-    from reid_jax.data import attribute_examples
-
-    market = data_config.copy_and_resolve_references()
-    with market.unlocked():
-        market.attribute_file = ""
-    dataset = attribute_examples.load_attribute_dataset(market)
-    if split == "train":
-        identity_records = dataset.group_records[dataset.train_groups]
-        return AttributeImages(
-            image_paths=dataset.train_paths,
-            labels=market_to_mals_labels(identity_records),
-            identities=tuple(str(g) for g in dataset.train_groups),
-        )
-    return AttributeImages(
-        image_paths=dataset.gallery_paths,
-        labels=market_to_mals_labels(dataset.gallery_records),
-        identities=tuple(str(i) for i in dataset.protocol.gallery_ids),
-        query_dataset=dataset,
-    )
 
 
 def trains_on_mals(data_config: Any) -> bool:
@@ -178,7 +111,8 @@ def _expand_train_files(data_config: Any) -> list[str]:
 
 def load_train_pairs(data_config: Any) -> list[CaptionPair]:
     """Training image-caption pairs of the configured source (aptm §1.1-1.2); attribute
-    images (`trains_on_attributes`) come as pairs with an empty caption."""
+    images (`aptm_attribute_images.trains_on_attributes`) come as pairs with an empty caption."""
+    from reid_jax.data.aptm_attribute_images import load_attribute_images, trains_on_attributes
     from reid_jax.data.formats.aptm_json import load_aptm_train
     from reid_jax.data.formats.mals import load_mals
 

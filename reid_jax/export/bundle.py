@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import export as jax_export
 
+from reid_jax.weights.flat import flatten_variables
+
 FORMAT_VERSION = 1
 PLATFORMS = ("cpu", "cuda")
 BUNDLE_FILE = "bundle.json"
@@ -63,14 +65,6 @@ def normalize_uint8(images: jax.Array, mean: Sequence[float], std: Sequence[floa
     """uint8 [b, H, W, 3] -> float32 (x / 255 - mean) / std, as `data.transforms.normalize`."""
     x = images.astype(jnp.float32) / 255.0
     return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
-
-
-def flatten_variables(variables: Any) -> dict[str, np.ndarray]:
-    """{'params': {'a': {'b': x}}} -> {'params/a/b': x} as host arrays."""
-    flat = {}
-    for path, leaf in jax.tree_util.tree_leaves_with_path(variables):
-        flat["/".join(str(getattr(k, "key", k)) for k in path)] = np.asarray(leaf)
-    return flat
 
 
 def _input_specs(encoder: Encoder, batch) -> list[jax.ShapeDtypeStruct]:
@@ -134,12 +128,12 @@ def write_bundle(
         for name, encoder in encoders.items():
             exported = export_encoder(encoder, variables)
             (tmp / f"{name}.jaxexport").write_bytes(exported.serialize())
-            outputs = jax.tree_util.tree_structure(exported.out_avals)
+            outputs = jax.tree_util.tree_unflatten(exported.out_tree, exported.out_avals)
             manifest["encoders"][name] = {
                 "file": f"{name}.jaxexport",
                 "doc": encoder.doc,
                 "inputs": [{"name": n, "dtype": d, "shape": list(s)} for n, d, s in encoder.inputs],
-                "outputs": sorted(jax.tree_util.tree_unflatten(outputs, [0] * outputs.num_leaves)),
+                "outputs": sorted(outputs),
             }
         np.savez(tmp / PARAMS_FILE, **flatten_variables(variables))
         for path in files:

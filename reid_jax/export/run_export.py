@@ -9,6 +9,7 @@ run evaluates it), the encoders from the task's `export_encoders`, and the vocab
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,22 +54,28 @@ def export_run(
         raise FileNotFoundError(f"{workdir}: no data_info.json (a run from an older version)")
     model = task.create_model(config, info)
     variables = eval_variables(checkpoint.restore_variables(folder), use_ema=config.eval.use_ema)
-    variables = {name: tree for name, tree in variables.items() if jax.tree.leaves(tree)}
     files = sorted({p for pattern in VOCABULARY_PATTERNS for p in workdir.glob(pattern)})
+    return write_task_bundle(out, task, model, variables, config, info, files=files)
+
+
+def write_task_bundle(
+    out: str | os.PathLike,
+    task: Any,
+    model: Any,
+    variables: dict[str, Any],
+    config: Any,
+    info: Any,
+    *,
+    files: Sequence[str | os.PathLike] = (),
+) -> Path:
+    """The bundle of a task's model: its `export_encoders` and `export_preprocessing`, the
+    variables (empty collections left out) and the config as config.json holds it."""
     return write_bundle(
         out,
         task=config.task,
         encoders=task.export_encoders(model, config, info),
-        variables=variables,
-        config=_jsonable(config.to_dict()),
+        variables={name: tree for name, tree in variables.items() if jax.tree.leaves(tree)},
+        config=run_folder.config_as_dict(config),
         preprocessing=task.export_preprocessing(config, info),
         files=files,
     )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value

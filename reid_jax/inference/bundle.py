@@ -29,6 +29,9 @@ class BundleError(ValueError):
 
 
 def _unflatten(flat: dict[str, np.ndarray]) -> dict[str, Any]:
+    """'a/b/c' keys -> nested dicts. (`weights.flat.unflatten_variables` does the same, but
+    importing the `reid_jax.weights` package loads the model converters, which a bundle
+    reader must not.)"""
     tree: dict[str, Any] = {}
     for key, value in flat.items():
         node = tree

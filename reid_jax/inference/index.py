@@ -29,8 +29,9 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from absl import logging
@@ -71,22 +72,13 @@ class GalleryIndex:
     extras: dict
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Writes through `write(file)` into a temporary file next to `path`, then renames it over
+    `path` (streamed: a large embeddings array is never copied into memory as bytes)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -226,12 +218,9 @@ def build_index(
         images = np.stack(arrays)
         outputs = bundle.encode("encode_image", images, batch_size=batch_size)
         name = f"chunk-{os.getpid()}-{number:06d}.npz"
-        _atomic_npz(
-            index_dir / PENDING / name,
-            items=np.asarray(json.dumps(chunk)),
-            fingerprint=np.asarray(fingerprint),
-            **{f"out_{k}": v.astype(np.float32) for k, v in outputs.items()},
-        )
+        arrays = {f"out_{k}": v.astype(np.float32) for k, v in outputs.items()}
+        arrays.update(items=np.asarray(json.dumps(chunk)), fingerprint=np.asarray(fingerprint))
+        _write_atomically(index_dir / PENDING / name, lambda f, a=arrays: np.savez(f, **a))
         for i, item in enumerate(chunk):
             known[_key(item)] = {k: v[i] for k, v in outputs.items()}
         bar.update(len(chunk))
@@ -262,13 +251,11 @@ def _write_generation(index_dir, items, known, fingerprint, bundle, images_root)
     )
     embeddings = stacked.pop("embedding", np.zeros((0, 0), np.float32))
     dim = int(embeddings.shape[-1])
-    fd, tmp = tempfile.mkstemp(prefix=".embeddings.", suffix=".npy", dir=index_dir)
-    with os.fdopen(fd, "wb") as f:
-        np.save(f, embeddings)
-    os.replace(tmp, index_dir / f"embeddings-{generation}.npy")
+    _write_atomically(index_dir / f"embeddings-{generation}.npy", lambda f: np.save(f, embeddings))
     if stacked:
-        _atomic_npz(index_dir / f"extras-{generation}.npz", **stacked)
-    _atomic_write(index_dir / f"items-{generation}.json", json.dumps(items).encode())
+        _write_atomically(index_dir / f"extras-{generation}.npz", lambda f: np.savez(f, **stacked))
+    items_json = json.dumps(items).encode()
+    _write_atomically(index_dir / f"items-{generation}.json", lambda f: f.write(items_json))
     manifest = {
         "format_version": FORMAT_VERSION,
         "bundle": {"task": bundle.task, "fingerprint": fingerprint, "path": str(bundle.path)},
@@ -277,7 +264,8 @@ def _write_generation(index_dir, items, known, fingerprint, bundle, images_root)
         "dim": dim,
         "images_root": str(images_root),
     }
-    _atomic_write(manifest_path, (json.dumps(manifest, indent=1) + "\n").encode())
+    text = (json.dumps(manifest, indent=1) + "\n").encode()
+    _write_atomically(manifest_path, lambda f: f.write(text))
     for stale in (f"embeddings-{old}.npy", f"items-{old}.json", f"extras-{old}.npz"):
         (index_dir / stale).unlink(missing_ok=True)
 

@@ -36,7 +36,8 @@ class SearchResult:
     method: str
 
 
-def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
+def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest scores, best first, ties by index (argpartition + sort)."""
     k = min(k, len(scores))
     candidates = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
     return candidates[np.lexsort((candidates, -scores[candidates]))]  # stable: ties by row
@@ -112,7 +113,7 @@ def search(
             raise FileNotFoundError(f"{image}: query image not found")
         query = bundle.encode("encode_image", load_images([Path(image)], bundle))["embedding"][0]
         scores = index.embeddings @ query
-    order = _top_k(np.asarray(scores, np.float32), top_k)
+    order = top_k_rows(np.asarray(scores, np.float32), top_k)
     return SearchResult(
         query=given[0],
         query_is_image=image is not None,

@@ -15,6 +15,7 @@ import pytest
 from reid_jax import cli
 from reid_jax.data import transforms
 from reid_jax.export.bundle import write_bundle
+from reid_jax.export.run_export import write_task_bundle
 from reid_jax.training.tasks import alignedreid, attribute_joint, ssan
 from reid_jax.training.tasks.base import TrainDataInfo
 
@@ -75,14 +76,9 @@ def test_alignedreid_ssan_and_attribute_bundles_reproduce_the_model(tmp_path):
     info = TrainDataInfo(num_examples=8, steps_per_epoch=1, num_classes=4)
     model = alignedreid.create_model(config, info)
     variables = alignedreid.init_variables(model, jax.random.key(0), config)
-    bundle = write_bundle(
-        tmp_path / "ar",
-        task="alignedreid",
-        encoders=alignedreid.export_encoders(model, config, info),
-        variables=variables,
-        config={},
-        preprocessing=alignedreid.export_preprocessing(config, info),
-    )
+    bundle = write_task_bundle(tmp_path / "ar", alignedreid, model, variables, config, info)
+    manifest = json.loads((bundle / "bundle.json").read_text())
+    assert manifest["encoders"]["encode_image"]["outputs"] == ["embedding"]
     images = _images(config)
     got = _load_in_fresh_process(tmp_path, bundle, {"image": images}, {"encode_image": ["image"]})
     x = _normalised(images, transforms.ALIGNEDREID_MEAN, transforms.ALIGNEDREID_STD)
@@ -93,14 +89,7 @@ def test_alignedreid_ssan_and_attribute_bundles_reproduce_the_model(tmp_path):
     config = _config("ssan")
     model = ssan.create_model(config, info)
     variables = ssan.init_variables(model, jax.random.key(1), config)
-    bundle = write_bundle(
-        tmp_path / "ssan",
-        task="ssan",
-        encoders=ssan.export_encoders(model, config, info),
-        variables=variables,
-        config={},
-        preprocessing=ssan.export_preprocessing(config, info),
-    )
+    bundle = write_task_bundle(tmp_path / "ssan", ssan, model, variables, config, info)
     images = _images(config)
     rng = np.random.default_rng(1)
     length = config.data.max_length
@@ -142,14 +131,7 @@ def test_alignedreid_ssan_and_attribute_bundles_reproduce_the_model(tmp_path):
     )
     model = attribute_joint.create_model(config, info)
     variables = attribute_joint.init_variables(model, jax.random.key(2), config)
-    bundle = write_bundle(
-        tmp_path / "attr",
-        task="attribute_joint",
-        encoders=attribute_joint.export_encoders(model, config, info),
-        variables=variables,
-        config={},
-        preprocessing=attribute_joint.export_preprocessing(config, info),
-    )
+    bundle = write_task_bundle(tmp_path / "attr", attribute_joint, model, variables, config, info)
     images = _images(config)
     vectors = np.random.default_rng(2).integers(0, 2, (5, 6)).astype(np.float32)
     plan = {"encode_image": ["image"], "encode_attributes": ["attributes"]}

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reid_jax.export.bundle import write_bundle
+from reid_jax.export.run_export import write_task_bundle
 from reid_jax.inference import load_bundle
 from reid_jax.inference.index import build_index, list_images, load_index
 from reid_jax.training.tasks import alignedreid
@@ -33,13 +33,8 @@ def bundle(tmp_path_factory):
     info = TrainDataInfo(num_examples=8, steps_per_epoch=1, num_classes=4)
     model = alignedreid.create_model(config, info)
     variables = alignedreid.init_variables(model, jax.random.key(0), config)
-    path = write_bundle(
-        tmp_path_factory.mktemp("bundle") / "ar",
-        task="alignedreid",
-        encoders=alignedreid.export_encoders(model, config, info),
-        variables=variables,
-        config={},
-        preprocessing=alignedreid.export_preprocessing(config, info),
+    path = write_task_bundle(
+        tmp_path_factory.mktemp("bundle") / "ar", alignedreid, model, variables, config, info
     )
     return load_bundle(path)
 

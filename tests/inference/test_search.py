@@ -12,7 +12,7 @@ from PIL import Image
 from reid_jax import cli
 from reid_jax.data.attribute_examples import market_groups
 from reid_jax.evaluation.attribute_retrieval import attribute_prediction_scores
-from reid_jax.export.bundle import write_bundle
+from reid_jax.export.run_export import write_task_bundle
 from reid_jax.inference import load_bundle
 from reid_jax.inference.index import build_index, load_index
 from reid_jax.inference.search import search, text_embedding
@@ -58,14 +58,7 @@ def attribute_index(tmp_path_factory):
     )
     model = attribute_joint.create_model(config, info)
     variables = attribute_joint.init_variables(model, jax.random.key(0), config)
-    bundle = write_bundle(
-        root / "bundle",
-        task="attribute_joint",
-        encoders=attribute_joint.export_encoders(model, config, info),
-        variables=variables,
-        config={},
-        preprocessing=attribute_joint.export_preprocessing(config, info),
-    )
+    bundle = write_task_bundle(root / "bundle", attribute_joint, model, variables, config, info)
     _images(root / "images", [f"p{i}.jpg" for i in range(6)] + ["<b>evil&.png"])
     build_index(load_bundle(bundle), root / "images", root / "index", progress=False)
     return root
@@ -121,14 +114,8 @@ def test_sentence_search_with_an_ssan_bundle(tmp_path):
     variables = ssan.init_variables(model, jax.random.key(1), config)
     words = ("a", "woman", "red", "coat", "man", "with", "bag")
     Vocabulary(words).save(tmp_path / "vocab.json")
-    bundle = write_bundle(
-        tmp_path / "bundle",
-        task="ssan",
-        encoders=ssan.export_encoders(model, config, info),
-        variables=variables,
-        config={},
-        preprocessing=ssan.export_preprocessing(config, info),
-        files=[tmp_path / "vocab.json"],
+    bundle = write_task_bundle(
+        tmp_path / "bundle", ssan, model, variables, config, info, files=[tmp_path / "vocab.json"]
     )
     _images(tmp_path / "images", [f"g{i}.png" for i in range(5)])
     build_index(load_bundle(bundle), tmp_path / "images", tmp_path / "index", progress=False)

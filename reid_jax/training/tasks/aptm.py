@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from reid_jax import config_lib
-from reid_jax.data import aptm_examples, pipeline
+from reid_jax.data import aptm_attribute_images, aptm_examples, pipeline
 from reid_jax.losses.contrastive import combine_objectives
 from reid_jax.models.aptm.model import AptmModel
 from reid_jax.text.wordpiece import WordPieceTokenizer, load_vocab_file
@@ -122,7 +122,7 @@ def make_train_data(
             "data.dataset", f"must be one of {aptm_examples.DATASETS}, got '{data.dataset}'"
         )
     _check_terms(config)
-    attribute_images = aptm_examples.trains_on_attributes(data)
+    attribute_images = aptm_attribute_images.trains_on_attributes(data)
     caption_terms = sorted(set(loss.weights) - set(ATTRIBUTE_TERMS))
     if attribute_images and caption_terms:
         raise config_lib.ConfigError(
@@ -353,7 +353,7 @@ def loss_fn(
 def selectable_metrics(config: Any) -> set[str]:
     """Metric paths `evaluate` reports (e.g. 'fused_w4/R1', 'itc/R1'; attribute images:
     'recognition/mA' and, on Market-format data, 'attribute_queries/mAP')."""
-    if aptm_examples.trains_on_attributes(config.data):
+    if aptm_attribute_images.trains_on_attributes(config.data):
         out = {f"recognition/{n}" for n in ("mA", "accuracy", "precision", "recall", "F1")}
         if config.data.dataset == "embedded":
             names = ("R1", "R5", "R10", "mAP", "mAP_trapezoid")
@@ -376,8 +376,8 @@ def evaluate(
     recognition over the prompt set and attribute queries (aptm §6.4, attribute_reid §4)."""
     del info
     tokenizer = load_tokenizer(config, workdir)
-    if aptm_examples.trains_on_attributes(config.data):
-        images = aptm_examples.load_attribute_images(config.data, "test")
+    if aptm_attribute_images.trains_on_attributes(config.data):
+        images = aptm_attribute_images.load_attribute_images(config.data, "test")
         return aptm_eval.evaluate_attribute_images(
             model,
             variables,

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from reid_jax import multihost, sharding
-from reid_jax.data import aptm_examples, pipeline
+from reid_jax.data import aptm_attribute_images, aptm_examples, pipeline
 from reid_jax.data.aptm_examples import AptmTestExamples
 from reid_jax.evaluation import extract, itm_rerank
 
@@ -265,7 +265,7 @@ def prompt_scores(
 def evaluate_attribute_images(
     model: nn.Module,
     variables: dict[str, Any],
-    images: aptm_examples.AttributeImages,
+    images: aptm_attribute_images.AttributeImages,
     prompt_ids: np.ndarray,
     pad_id: int,
     config: Any,

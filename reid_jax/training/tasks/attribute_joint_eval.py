@@ -26,7 +26,6 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from reid_jax import sharding
 from reid_jax.data import pipeline, transforms
 from reid_jax.data.attribute_examples import AttributeDataset
 from reid_jax.evaluation import attributes, extract
@@ -72,12 +71,10 @@ def encode(
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """(gallery {'embedding' [G, d], 'logits' [G, A]}, query concepts [Q, d]) on the host."""
     encode_images, encode_concepts = _encoders(model, mesh)
-    shards = sharding.data_parallel_size(mesh)
-    batch_size = -(-int(config.eval.batch_size) // shards) * shards
     batches = pipeline.make_eval_batches(
         list(dataset.gallery_paths),
         image_size=tuple(config.data.image_size),
-        batch_size=batch_size,
+        batch_size=config.eval.batch_size,  # divides the data shards (run_setup checks it)
         transform=transforms.imagenet_test_transform,
     )
     gallery = extract.extract_features(encode_images, variables, batches, mesh)
