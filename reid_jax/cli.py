@@ -21,6 +21,7 @@ REID_JAX_NUM_PROCESSES and REID_JAX_PROCESS_ID (launch/multihost.sh does).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import traceback
@@ -140,11 +141,17 @@ def _build_parser() -> _Parser:
     index.add_argument("--index", required=True, help="index folder (created or updated)")
     index.add_argument("--chunk-size", type=int, default=256, help="images per saved chunk")
     index.add_argument("--batch-size", type=int, default=64, help="images per encoder call")
+    index.add_argument(
+        "--approximate",
+        action="store_true",
+        help="also build a faiss IVF index for large galleries (pip install 'reid_jax[ann]')",
+    )
+    index.add_argument("--nlist", type=int, help="its k-means cells (default: about sqrt(N))")
 
     search = commands.add_parser("search", help=COMMANDS["search"][0], epilog=COMMANDS["search"][1])
     search.add_argument("--index", required=True, help="an index folder (reid-jax index)")
     query = search.add_mutually_exclusive_group(required=True)
-    query.add_argument("--text", help="a sentence (SSAN bundles)")
+    query.add_argument("--text", help="a sentence (SSAN, APTM bundles)")
     query.add_argument(
         "--attributes", help="e.g. 'gender=female upper=red backpack=yes' (attribute bundles)"
     )
@@ -152,6 +159,17 @@ def _build_parser() -> _Parser:
     search.add_argument("--top-k", type=int, default=10, help="results to show")
     search.add_argument("--out", default="search_results", help="folder for search.png/.html")
     search.add_argument("--bundle", help="encode the query with this bundle (default: the index's)")
+    search.add_argument(
+        "--rerank",
+        action="store_true",
+        help="second stage: APTM's ITM re-scoring (sentences), k-reciprocal re-ranking (photos)",
+    )
+    search.add_argument(
+        "--rerank-k", type=int, help="candidates it sees (default: APTM's k_test; 100 for photos)"
+    )
+    search.add_argument(
+        "--exact", action="store_true", help="exact search even if the index has an approximate one"
+    )
 
     for sub in (train, evaluate, imports, exports, index, search):
         sub.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -290,6 +308,8 @@ def _index(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
         args.index,
         chunk_size=args.chunk_size,
         batch_size=args.batch_size,
+        approximate=args.approximate,
+        nlist=args.nlist,
     )
     print(
         f"indexed {stats.total} images into {args.index}: {stats.embedded} embedded, "
@@ -297,6 +317,14 @@ def _index(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
         + (f", {len(stats.unreadable)} unreadable files left out" if stats.unreadable else ""),
         flush=True,
     )
+    if args.approximate:
+        entry = json.loads((Path(args.index) / "index.json").read_text())["approximate"]
+        if entry:
+            print(
+                f"approximate index: {entry['kind']}, {entry['nlist']} cells, {entry['nprobe']} "
+                "scanned per query",
+                flush=True,
+            )
 
 
 def _search(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
@@ -311,6 +339,9 @@ def _search(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
         image=args.image,
         top_k=args.top_k,
         bundle=load_bundle(args.bundle) if args.bundle else None,
+        rerank=args.rerank,
+        rerank_k=args.rerank_k,
+        exact=args.exact,
     )
     print(f"top {len(result.paths)} for {result.query!r} (scored by {result.method}):")
     for rank, (score, path) in enumerate(zip(result.scores, result.paths, strict=True), 1):
@@ -335,6 +366,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from reid_jax.data.errors import DatasetFormatError
     from reid_jax.export.run_export import NotExportableError
     from reid_jax.inference import BundleError
+    from reid_jax.inference.approximate import ApproximateIndexError
     from reid_jax.inference.index import IndexFormatError
     from reid_jax.text.attribute_query import AttributeQueryError
     from reid_jax.training.init_from import InitFromError
@@ -352,6 +384,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         BundleError,
         IndexFormatError,
         AttributeQueryError,
+        ApproximateIndexError,
     )
 
 

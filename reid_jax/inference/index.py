@@ -12,6 +12,9 @@ Format of the INDEX folder (all files written under a temporary name, then renam
                           when it has any
     items-<g>.json        N entries {"path": relative to DIR, "size": bytes, "mtime_ns": ...},
                            row i of the embeddings
+    approximate-<g>.faiss  with `--approximate`: a faiss IVF-Flat index of the embeddings
+                          (`inference.approximate`); index.json's "approximate" names it with
+                          its nlist and default nprobe (null without one)
     pending/chunk-*.npz   embedded chunks of an unfinished run (deleted when a run completes)
 
 Incremental: a re-run reuses the rows of files whose (path, size, mtime) are unchanged,
@@ -64,12 +67,13 @@ class IndexStats:
 @dataclasses.dataclass(frozen=True)
 class GalleryIndex:
     """A loaded index: `embeddings` [N, d] float32, `paths` (absolute) and `extras` (other
-    encoder outputs, name -> [N, ...]), row-aligned."""
+    encoder outputs, name -> [N, ...]), row-aligned; `folder` the index folder."""
 
     embeddings: np.ndarray
     paths: tuple[str, ...]
     manifest: dict
     extras: dict
+    folder: Path
 
 
 def _write_atomically(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -184,8 +188,20 @@ def build_index(
     chunk_size: int = 256,
     batch_size: int = 64,
     progress: bool = True,
+    approximate: bool = False,
+    nlist: int | None = None,
 ) -> IndexStats:
     """Creates or updates the index of `images_root` (see the module docstring).
+
+    Args:
+      bundle: encodes the images (`encode_image`).
+      images_root: the folder of images.
+      index_dir: the index folder (created or updated).
+      chunk_size: images per pending chunk (the most a killed run loses).
+      batch_size: images per encoder call.
+      progress: show a progress bar.
+      approximate: also build a faiss IVF-Flat index of this generation (needs faiss).
+      nlist: its cells (default about sqrt(N)).
 
     Returns:
       What was embedded, reused and dropped.
@@ -226,7 +242,8 @@ def build_index(
         bar.update(len(chunk))
     bar.close()
     items = [item for item in items if _key(item) in known]
-    _write_generation(index_dir, items, known, fingerprint, bundle, images_root)
+    ann = {"nlist": nlist} if approximate else None
+    _write_generation(index_dir, items, known, fingerprint, bundle, images_root, ann)
     for chunk in (index_dir / PENDING).glob("chunk-*.npz"):
         chunk.unlink()
     embedded = len(todo) - len(unreadable)
@@ -239,7 +256,7 @@ def build_index(
     )
 
 
-def _write_generation(index_dir, items, known, fingerprint, bundle, images_root) -> None:
+def _write_generation(index_dir, items, known, fingerprint, bundle, images_root, ann) -> None:
     manifest_path = index_dir / INDEX_FILE
     old = json.loads(manifest_path.read_text())["generation"] if manifest_path.is_file() else 0
     generation = old + 1
@@ -254,6 +271,20 @@ def _write_generation(index_dir, items, known, fingerprint, bundle, images_root)
     _write_atomically(index_dir / f"embeddings-{generation}.npy", lambda f: np.save(f, embeddings))
     if stacked:
         _write_atomically(index_dir / f"extras-{generation}.npz", lambda f: np.savez(f, **stacked))
+    approximate_entry = None
+    if ann is not None and len(embeddings):
+        from reid_jax.inference import approximate
+
+        built = approximate.build(embeddings, nlist=ann["nlist"])
+        file = f"approximate-{generation}.faiss"
+        data = approximate.to_bytes(built)
+        _write_atomically(index_dir / file, lambda f: f.write(data))
+        approximate_entry = {
+            "kind": approximate.KIND,
+            "file": file,
+            "nlist": int(built.nlist),
+            "nprobe": int(built.nprobe),
+        }
     items_json = json.dumps(items).encode()
     _write_atomically(index_dir / f"items-{generation}.json", lambda f: f.write(items_json))
     manifest = {
@@ -263,10 +294,12 @@ def _write_generation(index_dir, items, known, fingerprint, bundle, images_root)
         "count": len(items),
         "dim": dim,
         "images_root": str(images_root),
+        "approximate": approximate_entry,
     }
     text = (json.dumps(manifest, indent=1) + "\n").encode()
     _write_atomically(manifest_path, lambda f: f.write(text))
-    for stale in (f"embeddings-{old}.npy", f"items-{old}.json", f"extras-{old}.npz"):
+    stale_files = ("embeddings-{}.npy", "items-{}.json", "extras-{}.npz", "approximate-{}.faiss")
+    for stale in (name.format(old) for name in stale_files):
         (index_dir / stale).unlink(missing_ok=True)
 
 
@@ -285,4 +318,5 @@ def load_index(index_dir: str | os.PathLike) -> GalleryIndex:
         paths=tuple(str(root / i["path"]) for i in items),
         manifest=manifest,
         extras=outputs,
+        folder=index_dir,
     )

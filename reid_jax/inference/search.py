@@ -1,14 +1,21 @@
-"""Search an index by a sentence, by attributes or by a photo (exact: one matrix product).
+"""Search an index by a sentence, by attributes or by a photo.
 
-    reid-jax search --index INDEX --text "a woman in a red coat"        (SSAN bundle)
+    reid-jax search --index INDEX --text "a woman in a red coat"        (SSAN, APTM bundles)
     reid-jax search --index INDEX --attributes "gender=female upper=red" (attribute bundle)
     reid-jax search --index INDEX --image query.jpg                     (any image bundle)
 
-Scores: the dot product of unit embeddings (SSAN: a third of its summed cosine). Attribute
-queries use the query language of `text.attribute_query` over the bundle's dataset
-vocabulary; a query that fixes every field goes through the concept generator ψ (the joint
-space), a partial one is scored by the image heads' log-probability of the asked values
-(attribute-prediction retrieval, attribute_reid §3.8), which needs no value for the rest.
+Stage 1 is one matrix product of the query embedding with the gallery's unit embeddings
+(exact), or the index's faiss IVF index when it has one (`reid-jax index --approximate`;
+`exact=True` forces the product). Scores: the dot product of unit embeddings (SSAN: a third
+of its summed cosine). Attribute queries use the query language of `text.attribute_query`
+over the bundle's dataset vocabulary; a query that fixes every field goes through the concept
+generator ψ (the joint space), a partial one is scored by the image heads' log-probability of
+the asked values (attribute-prediction retrieval, attribute_reid §3.8), which needs no value
+for the rest.
+
+`rerank=True` adds the method's second stage (`second_stage`): APTM's ITM re-scoring of the
+top `rerank_k` images for a sentence (scores become ITM logits), k-reciprocal re-ranking of
+the top `rerank_k` for a photo (scores become minus the re-ranked distance).
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ import os
 from pathlib import Path
 
 import numpy as np
+from absl import logging
 
+from reid_jax.inference import second_stage
 from reid_jax.inference.bundle import Bundle, BundleError, load_bundle
 from reid_jax.inference.index import GalleryIndex, load_images, load_index
 
@@ -26,7 +35,7 @@ from reid_jax.inference.index import GalleryIndex, load_images, load_index
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
     """Top-k of one query: `indices` into the index, `scores` (higher = better), `paths`,
-    the query as given, and `method` ('embedding' or 'attribute heads')."""
+    the query as given, and `method` (how it was scored, e.g. 'embedding (exact)')."""
 
     query: str
     query_is_image: bool
@@ -43,24 +52,62 @@ def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
     return candidates[np.lexsort((candidates, -scores[candidates]))]  # stable: ties by row
 
 
-def text_embedding(bundle: Bundle, text: str) -> np.ndarray:
-    """[d] embedding of a sentence (a bundle with `encode_text` and the run's vocab.json)."""
-    from reid_jax.text.cleaning import tokenize_caption
-    from reid_jax.text.vocab import Vocabulary, encode_batch
+@dataclasses.dataclass(frozen=True)
+class TextQuery:
+    """A sentence as the bundle's `encode_text` takes it, and its [d] embedding."""
 
+    inputs: tuple[np.ndarray, ...]
+    embedding: np.ndarray
+
+
+def encode_sentence(bundle: Bundle, text: str) -> TextQuery:
+    """Tokenises a sentence as the bundle's run did and embeds it (`encode_text`).
+
+    SSAN bundles ('words'): lower-cased word tokens mapped through the run's vocab.json;
+    APTM bundles ('wordpiece'): the test captions' cleaning, then WordPiece with vocab.txt.
+    """
     if "encode_text" not in bundle.encoders:
         raise BundleError(f"{bundle.path}: the {bundle.task} bundle cannot encode text")
-    vocab_path = bundle.path / "vocab.json"
-    if not vocab_path.is_file():
-        raise BundleError(f"{bundle.path}: no vocab.json to tokenise the query")
-    vocab = Vocabulary.load(vocab_path)
-    length = int(bundle.preprocessing["max_length"])
-    ids, lengths = encode_batch(vocab, [tokenize_caption(text)], max_length=length)
-    return bundle.encode("encode_text", ids, lengths)["embedding"][0]
+    facts = bundle.preprocessing
+    kind = facts.get("text_tokenizer", "words")  # bundles written before APTM's had no key
+    if kind == "words":
+        from reid_jax.text.cleaning import tokenize_caption
+        from reid_jax.text.vocab import Vocabulary, encode_batch
+
+        vocab = Vocabulary.load(_bundle_file(bundle, "vocab.json"))
+        length = int(facts["max_length"])
+        inputs = encode_batch(vocab, [tokenize_caption(text)], max_length=length)
+    elif kind == "wordpiece":
+        from reid_jax.text.cleaning import clean_caption
+        from reid_jax.text.wordpiece import WordPieceTokenizer
+
+        tokenizer = WordPieceTokenizer.from_vocab_file(_bundle_file(bundle, "vocab.txt"))
+        words = clean_caption(
+            text, int(facts["max_words"]), alphanumeric_only=bool(facts["alphanumeric_only"])
+        )
+        inputs = tokenizer.encode_batch([words], max_length=int(facts["max_tokens"]))
+    else:
+        raise BundleError(f"{bundle.path}: unknown text_tokenizer {kind!r} in bundle.json")
+    inputs = tuple(np.asarray(x, np.int32) for x in inputs)
+    embedding = bundle.encode("encode_text", *inputs)["embedding"][0]
+    return TextQuery(inputs=tuple(x[0] for x in inputs), embedding=embedding)
 
 
-def attribute_scores(bundle: Bundle, index: GalleryIndex, query: str) -> tuple[np.ndarray, str]:
-    """[N] scores of an attribute query and the method used (see the module docstring)."""
+def text_embedding(bundle: Bundle, text: str) -> np.ndarray:
+    """[d] embedding of a sentence (see `encode_sentence`)."""
+    return encode_sentence(bundle, text).embedding
+
+
+def _bundle_file(bundle: Bundle, name: str) -> Path:
+    path = bundle.path / name
+    if not path.is_file():
+        raise BundleError(f"{bundle.path}: no {name} to tokenise the query")
+    return path
+
+
+def attribute_query(bundle: Bundle, index: GalleryIndex, query: str) -> np.ndarray | tuple:
+    """A full query's [d] concept embedding, or ([N] scores, 'attribute heads') for a partial
+    one (see the module docstring)."""
     from reid_jax.data import attribute_examples
     from reid_jax.evaluation.attribute_retrieval import attribute_prediction_scores
     from reid_jax.text.attribute_query import parse_query
@@ -72,8 +119,7 @@ def attribute_scores(bundle: Bundle, index: GalleryIndex, query: str) -> tuple[n
     values = parse_query(query, vocabulary).values
     vector = attribute_examples.model_encoding(dataset, values[None])
     if (vector >= 0).all():
-        concept = bundle.encode("encode_attributes", vector.astype(np.float32))["embedding"][0]
-        return index.embeddings @ concept, "embedding"
+        return bundle.encode("encode_attributes", vector.astype(np.float32))["embedding"][0]
     if "attribute_logits" not in index.extras:
         raise BundleError("the index holds no attribute logits for a partial attribute query")
     groups = [tuple(g) for g in bundle.preprocessing["softmax_groups"]]
@@ -81,46 +127,158 @@ def attribute_scores(bundle: Bundle, index: GalleryIndex, query: str) -> tuple[n
     return scores[0].astype(np.float32), "attribute heads"
 
 
+class Searcher:
+    """An index and the bundle that encodes its queries, loaded once for many queries.
+
+    Args:
+      index: the gallery (`load_index`).
+      bundle: encodes queries; the index's own bundle by default.
+      exact: ignore the index's approximate (faiss) index.
+    """
+
+    def __init__(self, index: GalleryIndex, bundle: Bundle | None = None, *, exact=False):
+        self.index = index
+        self.bundle = bundle or load_bundle(index.manifest["bundle"]["path"])
+        self.approximate = None
+        entry = index.manifest.get("approximate")
+        if entry and not exact:
+            from reid_jax.inference import approximate
+
+            path = index.folder / entry["file"]
+            try:
+                self.approximate = approximate.load(path, nprobe=entry["nprobe"])
+            except approximate.ApproximateIndexError as error:
+                logging.warning("search: exact search instead of the approximate index: %s", error)
+
+    def nearest(self, query: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+        """Stage 1 for a [d] query: (rows int [k'], scores float32 [k'], best first; all [N]
+        scores, or None when the approximate index answered)."""
+        if self.approximate is not None:
+            from reid_jax.inference import approximate
+
+            scores, rows = approximate.search(self.approximate, query[None], k)
+            found = rows[0] >= 0
+            return rows[0][found], scores[0][found], None
+        everything = np.asarray(self.index.embeddings @ query, np.float32)
+        rows = top_k_rows(everything, k)
+        return rows, everything[rows], everything
+
+    def _stage_one_name(self) -> str:
+        return "embedding (approximate)" if self.approximate is not None else "embedding (exact)"
+
+    def query(
+        self,
+        *,
+        text: str | None = None,
+        attributes: str | None = None,
+        image: str | os.PathLike | None = None,
+        top_k: int = 10,
+        rerank: bool = False,
+        rerank_k: int | None = None,
+    ) -> SearchResult:
+        """Runs one query (exactly one of text, attributes, image); see the module docstring.
+
+        Raises:
+          ValueError: not exactly one query; BundleError: the bundle cannot encode that kind
+          of query or has no second stage for it; FileNotFoundError: a missing photo.
+        """
+        given = [q for q in (text, attributes, image) if q is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of text, attributes, image")
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if image is not None:
+            rows, scores, method = self._photo(Path(image), top_k, rerank, rerank_k)
+        elif text is not None:
+            rows, scores, method = self._sentence(text, top_k, rerank, rerank_k)
+        else:
+            if rerank:
+                raise BundleError("attribute queries have no second stage to --rerank with")
+            rows, scores, method = self._attributes(attributes, top_k)
+        return SearchResult(
+            query=str(given[0]),
+            query_is_image=image is not None,
+            indices=rows,
+            scores=np.asarray(scores, np.float32),
+            paths=tuple(self.index.paths[i] for i in rows),
+            method=method,
+        )
+
+    def _sentence(self, text, top_k, rerank, rerank_k):
+        sentence = encode_sentence(self.bundle, text)
+        if not rerank:
+            rows, scores, _ = self.nearest(sentence.embedding, top_k)
+            return rows, scores, self._stage_one_name()
+        if "score_pairs" not in self.bundle.encoders:
+            raise BundleError(
+                f"{self.bundle.path}: the {self.bundle.task} bundle has no second stage for "
+                "sentences (APTM bundles carry the ITM pair scorer)"
+            )
+        k = max(top_k, rerank_k or int(self.bundle.preprocessing["rerank_k"]))
+        rows, scores, everything = self.nearest(sentence.embedding, k)
+        paths = [self.index.paths[i] for i in rows]
+        itm = second_stage.itm_rescore(self.bundle, paths, *sentence.inputs)
+        if everything is None:  # approximate: the tie-breaker sees the candidates only
+            order = second_stage.itm_order(scores, np.arange(len(rows)), itm)
+        else:
+            position = {row: i for i, row in enumerate(rows)}
+            full = second_stage.itm_order(everything, rows, itm)
+            order = np.array([position[r] for r in full[: len(rows)]])
+        order = order[:top_k]
+        method = f"{self._stage_one_name()}, top {len(rows)} re-scored by ITM"
+        return rows[order], itm[order], method
+
+    def _photo(self, image, top_k, rerank, rerank_k):
+        if not image.is_file():
+            raise FileNotFoundError(f"{image}: query image not found")
+        query = self.bundle.encode("encode_image", load_images([image], self.bundle))
+        query = query["embedding"][0]
+        if not rerank:
+            rows, scores, _ = self.nearest(query, top_k)
+            return rows, scores, self._stage_one_name()
+        k = max(top_k, rerank_k or second_stage.PHOTO_CANDIDATES)
+        rows, _, _ = self.nearest(query, k)
+        order, distances = second_stage.k_reciprocal_order(query, self.index.embeddings[rows])
+        method = f"{self._stage_one_name()}, top {len(rows)} k-reciprocal re-ranked"
+        return rows[order[:top_k]], -distances[:top_k], method
+
+    def _attributes(self, query, top_k):
+        concept = attribute_query(self.bundle, self.index, query)
+        if isinstance(concept, tuple):
+            everything, method = concept
+            rows = top_k_rows(everything, top_k)
+            return rows, everything[rows], method
+        rows, scores, _ = self.nearest(concept, top_k)
+        return rows, scores, self._stage_one_name()
+
+
 def search(
     index_dir: str | os.PathLike,
     *,
     text: str | None = None,
     attributes: str | None = None,
-    image: str | None = None,
+    image: str | os.PathLike | None = None,
     top_k: int = 10,
     bundle: Bundle | None = None,
+    rerank: bool = False,
+    rerank_k: int | None = None,
+    exact: bool = False,
 ) -> SearchResult:
-    """Runs one query (exactly one of text, attributes, image) against an index.
+    """One query against an index folder (`reid-jax index`); see `Searcher.query`.
 
     Args:
-      index_dir: an index folder (`reid-jax index`).
-      text, attributes, image: the query.
+      index_dir: the index folder.
+      text, attributes, image: the query (exactly one).
       top_k: results to return.
       bundle: the bundle to encode the query with; default the one the index was built with.
+      rerank: add the method's second stage.
+      rerank_k: first-stage candidates the second stage sees (default: APTM's k_test for a
+        sentence, 100 for a photo); at least top_k.
+      exact: exact search even when the index has an approximate index.
     """
-    given = [q for q in (text, attributes, image) if q is not None]
-    if len(given) != 1:
-        raise ValueError("give exactly one of text, attributes, image")
-    index = load_index(index_dir)
-    bundle = bundle or load_bundle(index.manifest["bundle"]["path"])
-    method = "embedding"
-    if text is not None:
-        scores = index.embeddings @ text_embedding(bundle, text)
-    elif attributes is not None:
-        scores, method = attribute_scores(bundle, index, attributes)
-    else:
-        if not Path(image).is_file():
-            raise FileNotFoundError(f"{image}: query image not found")
-        query = bundle.encode("encode_image", load_images([Path(image)], bundle))["embedding"][0]
-        scores = index.embeddings @ query
-    order = top_k_rows(np.asarray(scores, np.float32), top_k)
-    return SearchResult(
-        query=given[0],
-        query_is_image=image is not None,
-        indices=order,
-        scores=np.asarray(scores, np.float32)[order],
-        paths=tuple(index.paths[i] for i in order),
-        method=method,
+    searcher = Searcher(load_index(index_dir), bundle, exact=exact)
+    return searcher.query(
+        text=text, attributes=attributes, image=image, top_k=top_k, rerank=rerank, rerank_k=rerank_k
     )
 
 

@@ -1,7 +1,6 @@
 """The gallery index: incremental updates embed only what changed, and a killed indexer
 resumes to the same index as an uninterrupted run (issue 12)."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -10,45 +9,24 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
-from PIL import Image
 
-from reid_jax.export.run_export import write_task_bundle
-from reid_jax.inference import load_bundle
 from reid_jax.inference.index import build_index, list_images, load_index
-from reid_jax.training.tasks import alignedreid
-from reid_jax.training.tasks.base import TrainDataInfo
+from tests.inference.conftest import write_image
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    spec = importlib.util.spec_from_file_location("ar_config", REPO / "configs" / "alignedreid.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("smoke")
-    info = TrainDataInfo(num_examples=8, steps_per_epoch=1, num_classes=4)
-    model = alignedreid.create_model(config, info)
-    variables = alignedreid.init_variables(model, jax.random.key(0), config)
-    path = write_task_bundle(
-        tmp_path_factory.mktemp("bundle") / "ar", alignedreid, model, variables, config, info
-    )
-    return load_bundle(path)
-
-
-def _write(path: Path, seed: int, size=(20, 40)) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
+@pytest.fixture
+def bundle(alignedreid_bundle):
+    return alignedreid_bundle
 
 
 def _gallery(root: Path, count: int) -> None:
     suffixes = (".jpg", ".png", ".bmp", ".JPG")
     for i in range(count):
-        _write(root / f"cam{i % 3}" / f"p{i:03d}{suffixes[i % 4]}", seed=i, size=(20 + i, 40))
+        write_image(root / f"cam{i % 3}" / f"p{i:03d}{suffixes[i % 4]}", seed=i, size=(20 + i, 40))
     (root / "notes.txt").write_text("not an image")
 
 
@@ -69,11 +47,11 @@ def test_reindexing_embeds_only_new_and_changed_files(tmp_path, bundle):
     assert index.paths[0].endswith("cam0/p000.jpg")
     np.testing.assert_allclose(np.linalg.norm(index.embeddings, axis=1), 1.0, atol=1e-5)
     # Add two, delete one, change one (new content and size).
-    _write(images / "new" / "a.png", seed=100)
-    _write(images / "new" / "b.jpg", seed=101)
+    write_image(images / "new" / "a.png", seed=100)
+    write_image(images / "new" / "b.jpg", seed=101)
     (images / "cam0" / "p000.jpg").unlink()
     time.sleep(0.01)
-    _write(images / "cam1" / "p001.png", seed=555, size=(30, 50))
+    write_image(images / "cam1" / "p001.png", seed=555, size=(30, 50))
     (images / "new" / "broken.jpg").write_bytes(b"not a jpeg")  # left out, with a warning
     second = build_index(bundle, images, tmp_path / "index", chunk_size=5, progress=False)
     assert (second.embedded, second.reused, second.dropped, second.total) == (3, 10, 1, 13)

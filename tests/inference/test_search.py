@@ -69,7 +69,7 @@ def test_attribute_queries_full_partial_and_bad(attribute_index, capsys):
     index, bundle = load_index(root / "index"), load_bundle(root / "bundle")
     assert index.extras["attribute_logits"].shape == (7, 30)
     full = search(root / "index", attributes=FULL_QUERY, top_k=3)
-    assert full.method == "embedding"
+    assert full.method == "embedding (exact)"
     # 9 fields (female, long hair, short sleeve, long lower, pants, no hat, backpack, no bag,
     # no handbag), age one-hot at 9 + 2 (adult), upper red at 13 + 2, lower black and blue at
     # 21 + 0 and 21 + 6 (Market's colour order).

@@ -37,6 +37,10 @@ from reid_jax.losses.contrastive import combine_objectives
 from reid_jax.models.aptm.model import AptmModel
 from reid_jax.text.wordpiece import WordPieceTokenizer, load_vocab_file
 from reid_jax.training.tasks import aptm_eval, aptm_loss
+from reid_jax.training.tasks.aptm_export import (  # noqa: F401 (the task's bundle hooks)
+    export_encoders,
+    export_preprocessing,
+)
 from reid_jax.training.tasks.aptm_loss import ATTRIBUTE_TERMS, TERMS
 from reid_jax.training.tasks.base import TrainDataInfo
 

@@ -359,5 +359,6 @@ def export_preprocessing(config: Any, info: TrainDataInfo) -> dict[str, Any]:
     return {
         "image_size": list(config.data.image_size),
         "resize": "bicubic_pil",
+        "text_tokenizer": "words",
         "max_length": int(config.data.max_length),
     }
