@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from reid_jax.inference.bundle import Bundle, BundleError, load_bundle
-from reid_jax.inference.index import GalleryIndex, load_images, load_index
+from reid_jax.inference.index import GalleryIndex, load_images, load_index, resize_for_bundle
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +81,94 @@ def attribute_scores(bundle: Bundle, index: GalleryIndex, query: str) -> tuple[n
     return scores[0].astype(np.float32), "attribute heads"
 
 
+@dataclasses.dataclass(frozen=True)
+class Searcher:
+    """An index and the bundle that encodes its queries, loaded once and reused for many
+    queries (`reid-jax serve`); `search()` is one query through a fresh one.
+
+    Attributes:
+      index: the loaded index (embeddings [N, d] float32, paths, extras).
+      bundle: the bundle queries are encoded with.
+    """
+
+    index: GalleryIndex
+    bundle: Bundle
+
+    @classmethod
+    def open(cls, index_dir: str | os.PathLike, bundle: Bundle | None = None) -> Searcher:
+        """Loads `index_dir` and `bundle` (default: the bundle the index was built with)."""
+        index = load_index(index_dir)
+        return cls(index=index, bundle=bundle or load_bundle(index.manifest["bundle"]["path"]))
+
+    @property
+    def query_kinds(self) -> tuple[str, ...]:
+        """The query kinds the bundle can encode, of 'text', 'attributes', 'image'."""
+        encoders = self.bundle.encoders
+        kinds = [("text", "encode_text"), ("attributes", "encode_attributes")]
+        kinds.append(("image", "encode_image"))
+        return tuple(kind for kind, encoder in kinds if encoder in encoders)
+
+    def search(
+        self,
+        *,
+        text: str | None = None,
+        attributes: str | None = None,
+        image: str | os.PathLike | np.ndarray | None = None,
+        top_k: int = 10,
+    ) -> SearchResult:
+        """Runs one query (exactly one of text, attributes, image).
+
+        Args:
+          text: a sentence.
+          attributes: an attribute query (`text.attribute_query`).
+          image: a photo file, or a decoded photo, uint8 [h, w, 3] RGB (any size; the query
+            of the result is then 'uploaded photo').
+          top_k: results to return (fewer when the index is smaller).
+
+        Raises:
+          ValueError: not exactly one query.
+          BundleError: the bundle cannot encode this kind of query.
+          AttributeQueryError: a bad attribute query (the message names the term).
+          FileNotFoundError: the photo file does not exist.
+        """
+        given = [q for q in (text, attributes, image) if q is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of text, attributes, image")
+        index, bundle = self.index, self.bundle
+        method = "embedding"
+        if text is not None:
+            scores = index.embeddings @ text_embedding(bundle, text)
+        elif attributes is not None:
+            scores, method = attribute_scores(bundle, index, attributes)
+        else:
+            scores = index.embeddings @ self._image_embedding(image)
+        scores = np.asarray(scores, np.float32)
+        order = top_k_rows(scores, top_k)
+        query = "uploaded photo" if isinstance(image, np.ndarray) else str(given[0])
+        return SearchResult(
+            query=query,
+            query_is_image=image is not None,
+            indices=order,
+            scores=scores[order],
+            paths=tuple(index.paths[i] for i in order),
+            method=method,
+        )
+
+    def _image_embedding(self, image: str | os.PathLike | np.ndarray) -> np.ndarray:
+        """[d] embedding of a photo file or a decoded uint8 [h, w, 3] photo."""
+        if "encode_image" not in self.bundle.encoders:
+            raise BundleError(
+                f"{self.bundle.path}: the {self.bundle.task} bundle cannot encode images"
+            )
+        if isinstance(image, np.ndarray):
+            pixels = resize_for_bundle(image, self.bundle)[None]
+        elif Path(image).is_file():
+            pixels = load_images([Path(image)], self.bundle)
+        else:
+            raise FileNotFoundError(f"{image}: query image not found")
+        return self.bundle.encode("encode_image", pixels)["embedding"][0]
+
+
 def search(
     index_dir: str | os.PathLike,
     *,
@@ -92,36 +180,19 @@ def search(
 ) -> SearchResult:
     """Runs one query (exactly one of text, attributes, image) against an index.
 
+    Loads the index and the bundle for this one query; to run many, keep a `Searcher`.
+
     Args:
       index_dir: an index folder (`reid-jax index`).
-      text, attributes, image: the query.
+      text, attributes, image: the query (image: a photo file).
       top_k: results to return.
       bundle: the bundle to encode the query with; default the one the index was built with.
     """
     given = [q for q in (text, attributes, image) if q is not None]
     if len(given) != 1:
         raise ValueError("give exactly one of text, attributes, image")
-    index = load_index(index_dir)
-    bundle = bundle or load_bundle(index.manifest["bundle"]["path"])
-    method = "embedding"
-    if text is not None:
-        scores = index.embeddings @ text_embedding(bundle, text)
-    elif attributes is not None:
-        scores, method = attribute_scores(bundle, index, attributes)
-    else:
-        if not Path(image).is_file():
-            raise FileNotFoundError(f"{image}: query image not found")
-        query = bundle.encode("encode_image", load_images([Path(image)], bundle))["embedding"][0]
-        scores = index.embeddings @ query
-    order = top_k_rows(np.asarray(scores, np.float32), top_k)
-    return SearchResult(
-        query=given[0],
-        query_is_image=image is not None,
-        indices=order,
-        scores=np.asarray(scores, np.float32)[order],
-        paths=tuple(index.paths[i] for i in order),
-        method=method,
-    )
+    searcher = Searcher.open(index_dir, bundle)
+    return searcher.search(text=text, attributes=attributes, image=image, top_k=top_k)
 
 
 def write_result_pictures(result: SearchResult, out_dir: str | os.PathLike) -> tuple[Path, Path]:
