@@ -9,6 +9,9 @@ queries use the query language of `text.attribute_query` over the bundle's datas
 vocabulary; a query that fixes every field goes through the concept generator ψ (the joint
 space), a partial one is scored by the image heads' log-probability of the asked values
 (attribute-prediction retrieval, attribute_reid §3.8), which needs no value for the rest.
+
+`search()` loads the index and bundle for one query; `Searcher` keeps them loaded for many
+(`reid-jax serve`).
 """
 
 from __future__ import annotations
