@@ -25,6 +25,9 @@ import numpy as np
 from reid_jax.inference.bundle import Bundle, BundleError, load_bundle
 from reid_jax.inference.index import GalleryIndex, load_images, load_index, resize_for_bundle
 
+QUERY_ENCODERS = {"text": "encode_text", "attributes": "encode_attributes", "image": "encode_image"}
+"""Query kind -> the bundle encoder it needs."""
+
 
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
@@ -106,10 +109,7 @@ class Searcher:
     @property
     def query_kinds(self) -> tuple[str, ...]:
         """The query kinds the bundle can encode, of 'text', 'attributes', 'image'."""
-        encoders = self.bundle.encoders
-        kinds = [("text", "encode_text"), ("attributes", "encode_attributes")]
-        kinds.append(("image", "encode_image"))
-        return tuple(kind for kind, encoder in kinds if encoder in encoders)
+        return tuple(kind for kind, name in QUERY_ENCODERS.items() if name in self.bundle.encoders)
 
     def search(
         self,
@@ -192,7 +192,7 @@ def search(
       bundle: the bundle to encode the query with; default the one the index was built with.
     """
     given = [q for q in (text, attributes, image) if q is not None]
-    if len(given) != 1:
+    if len(given) != 1:  # before anything is loaded
         raise ValueError("give exactly one of text, attributes, image")
     searcher = Searcher.open(index_dir, bundle)
     return searcher.search(text=text, attributes=attributes, image=image, top_k=top_k)

@@ -117,7 +117,8 @@ def parse_request(body: bytes) -> dict[str, Any]:
         raise RequestError("the request body must be a JSON object")
     unknown = sorted(set(request) - {*QUERY_KEYS, "top_k", "image_name"})
     if unknown:
-        raise RequestError(f"unknown field(s) {unknown}; allowed: {[*QUERY_KEYS, 'top_k']}")
+        allowed = [*QUERY_KEYS, "top_k", "image_name"]
+        raise RequestError(f"unknown field(s) {unknown}; allowed: {allowed}")
     kinds = [key for key in QUERY_KEYS if key in request]
     if len(kinds) != 1:
         raise RequestError(f"give exactly one of {list(QUERY_KEYS)}, got {kinds or 'none'}")

@@ -80,6 +80,7 @@ class SearchHandler(BaseHTTPRequestHandler):
     server_version = "reid-jax"
 
     def log_message(self, format: str, *args: Any) -> None:
+        """One line per request in the absl log (http.server writes to stderr)."""
         logging.info("serve: %s " + format, self.address_string(), *args)
 
     def _send(self, status: int, body: bytes, content_type: str, **headers: str) -> None:
@@ -108,6 +109,7 @@ class SearchHandler(BaseHTTPRequestHandler):
         return False
 
     def do_GET(self) -> None:
+        """The page, its script, /api/info and /image/<row>; JSON 404 for anything else."""
         if not self._host_allowed():
             return
         path = urlsplit(self.path).path
@@ -143,6 +145,7 @@ class SearchHandler(BaseHTTPRequestHandler):
         self._send(HTTPStatus.OK, data, content_type, Cache_Control="max-age=3600")
 
     def do_POST(self) -> None:
+        """POST /api/search: a JSON query -> the top k as JSON, or {"error": ...}."""
         if not self._host_allowed():
             return
         if urlsplit(self.path).path != "/api/search":
@@ -156,7 +159,10 @@ class SearchHandler(BaseHTTPRequestHandler):
         except ValueError:
             self._error(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required")
             return
-        if not 0 <= length <= MAX_BODY_BYTES:
+        if length < 0:
+            self._error(HTTPStatus.BAD_REQUEST, f"a negative Content-Length ({length})")
+            return
+        if length > MAX_BODY_BYTES:
             self.close_connection = True  # the unread body must not be taken for a request
             self._error(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {MAX_BODY_BYTES} bytes"
