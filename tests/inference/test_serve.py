@@ -39,6 +39,15 @@ HOSTILE = "<img src=x onerror=alert(1)>.png"
 QUOTED = "a&b \"double\" 'single' <script>alert(2)<\\script>.png"
 ROOT_NAME = 'gallery <b>&"root"'
 INSTALL = "apt-get install -y chromium chromium-driver (Debian/Ubuntu; .ci/run does this)"
+PROXY_VARIABLES = (
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+)
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # 127.0.0.1, never a proxy
 
 
 def _config(name):
@@ -162,7 +171,7 @@ def _post(server, payload, content_type="application/json"):
         server.url + "api/search", data=body, headers={"Content-Type": content_type}
     )
     try:
-        with urllib.request.urlopen(request, timeout=120) as response:
+        with DIRECT.open(request, timeout=120) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
@@ -297,7 +306,7 @@ def test_cli_serves_until_ctrl_c_and_reports_a_busy_port(ssan_index, ssan_server
 @pytest.fixture(scope="module")
 def browser():
     """Headless Chromium driven by Selenium through the system chromedriver (never Selenium
-    Manager, which would try to download one)."""
+    Manager, which would try to download one), connecting directly even where a proxy is set."""
     chromium, driver_path = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium or not driver_path:
         pytest.fail(f"the browser tests need chromium and chromedriver on PATH: {INSTALL}")
@@ -311,7 +320,12 @@ def browser():
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(flag)
     options.add_argument("--window-size=1200,900")
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    options.add_argument("--no-proxy-server")
+    with pytest.MonkeyPatch.context() as patch:  # selenium reads the proxy variables once, here
+        for name in PROXY_VARIABLES:
+            patch.delenv(name, raising=False)
+        patch.setenv("SE_OFFLINE", "true")
+        driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     driver.set_page_load_timeout(60)
     yield driver
     driver.quit()
