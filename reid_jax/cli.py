@@ -7,6 +7,7 @@
     reid-jax export --workdir RUN --out BUNDLE [--best | --step N]
     reid-jax index --bundle BUNDLE --images DIR --index INDEX
     reid-jax search --index INDEX (--text T | --attributes A | --image FILE) [--top-k K]
+    reid-jax serve --index INDEX [--host 127.0.0.1] [--port 8000] [--bundle BUNDLE]
 
 Config errors, dataset format errors, missing paths and mistyped overrides print one line and
 exit with status 2 (`--debug` shows the traceback instead).
@@ -57,6 +58,10 @@ COMMANDS = {
     "search": (
         "find people in an index by a sentence, attributes or a photo (prints, PNG + HTML)",
         'reid-jax search --index indexes/crops --text "a woman in a red coat"',
+    ),
+    "serve": (
+        "a local search page (text, attributes or a photo) and its JSON API over an index",
+        "reid-jax serve --index indexes/crops --port 8000",
     ),
 }
 
@@ -171,7 +176,17 @@ def _build_parser() -> _Parser:
         "--exact", action="store_true", help="exact search even if the index has an approximate one"
     )
 
-    for sub in (train, evaluate, imports, exports, index, search):
+    serve = commands.add_parser("serve", help=COMMANDS["serve"][0], epilog=COMMANDS["serve"][1])
+    serve.add_argument("--index", required=True, help="an index folder (reid-jax index)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: this machine only)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=8000, help="port (default 8000; 0: any free port)"
+    )
+    serve.add_argument("--bundle", help="encode queries with this bundle (default: the index's)")
+
+    for sub in (train, evaluate, imports, exports, index, search, serve):
         sub.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
 
@@ -350,6 +365,26 @@ def _search(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
     print(f"pictures: {png} {page}", flush=True)
 
 
+def _serve(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
+    _refuse_overrides("serve", overrides)
+    from reid_jax.inference import load_bundle
+    from reid_jax.inference.search import Searcher
+    from reid_jax.inference.serve import SearchServer, serve_until_interrupted
+
+    searcher = Searcher.open(args.index, load_bundle(args.bundle) if args.bundle else None)
+    try:
+        server = SearchServer(searcher, args.host, args.port)
+    except OSError as error:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {error.strerror}") from None
+    print(
+        f"searching {len(searcher.index.paths)} images of {args.index} "
+        f"({', '.join(searcher.query_kinds)} queries) at {server.url} (Ctrl-C stops)",
+        flush=True,
+    )
+    serve_until_interrupted(server)
+    print("stopped", flush=True)
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, list[tuple[str, str]]], None]] = {
     "train": _train,
     "evaluate": _evaluate,
@@ -357,6 +392,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, list[tuple[str, str]]], None]] 
     "export": _export,
     "index": _index,
     "search": _search,
+    "serve": _serve,
 }
 
 

@@ -163,16 +163,23 @@ def _read_pending(index_dir: Path, fingerprint: str) -> dict[tuple, dict[str, np
     return rows
 
 
-def load_images(paths: list[Path], bundle: Bundle) -> np.ndarray:
-    """uint8 [n, H, W, 3] at the bundle's size, resized as its preprocessing says."""
+def resize_for_bundle(image: np.ndarray, bundle: Bundle) -> np.ndarray:
+    """uint8 [h, w, 3] RGB -> uint8 [H, W, 3] at the bundle's size, resized as its
+    preprocessing says."""
     from reid_jax.data import transforms
 
-    size = tuple(bundle.preprocessing["image_size"])
     resize = {
         "bilinear_opencv": transforms.resize_bilinear,
         "bicubic_pil": transforms.resize_bicubic,
     }[bundle.preprocessing["resize"]]
-    return np.stack([resize(transforms.load_rgb(p), size) for p in paths])
+    return resize(image, tuple(bundle.preprocessing["image_size"]))
+
+
+def load_images(paths: list[Path], bundle: Bundle) -> np.ndarray:
+    """uint8 [n, H, W, 3] at the bundle's size, resized as its preprocessing says."""
+    from reid_jax.data import transforms
+
+    return np.stack([resize_for_bundle(transforms.load_rgb(p), bundle) for p in paths])
 
 
 def _chunks(items: list[dict], size: int) -> Iterator[list[dict]]:

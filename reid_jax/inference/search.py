@@ -16,6 +16,9 @@ for the rest.
 `rerank=True` adds the method's second stage (`second_stage`): APTM's ITM re-scoring of the
 top `rerank_k` images for a sentence (scores become ITM logits), k-reciprocal re-ranking of
 the top `rerank_k` for a photo (scores become minus the re-ranked distance).
+
+`search()` loads the index and bundle for one query; `Searcher` keeps them loaded for many
+(`reid-jax serve`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,10 @@ from absl import logging
 
 from reid_jax.inference import second_stage
 from reid_jax.inference.bundle import Bundle, BundleError, load_bundle
-from reid_jax.inference.index import GalleryIndex, load_images, load_index
+from reid_jax.inference.index import GalleryIndex, load_images, load_index, resize_for_bundle
+
+QUERY_ENCODERS = {"text": "encode_text", "attributes": "encode_attributes", "image": "encode_image"}
+"""Query kind -> the bundle encoder it needs."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,24 +169,49 @@ class Searcher:
         rows = top_k_rows(everything, k)
         return rows, everything[rows], everything
 
+    @classmethod
+    def open(
+        cls, index_dir: str | os.PathLike, bundle: Bundle | None = None, *, exact: bool = False
+    ) -> Searcher:
+        """Loads `index_dir` and `bundle` (default: the bundle the index was built with)."""
+        return cls(load_index(index_dir), bundle, exact=exact)
+
+    @property
+    def query_kinds(self) -> tuple[str, ...]:
+        """The query kinds the bundle can encode, of 'text', 'attributes', 'image'."""
+        return tuple(kind for kind, name in QUERY_ENCODERS.items() if name in self.bundle.encoders)
+
     def _stage_one_name(self) -> str:
         return "embedding (approximate)" if self.approximate is not None else "embedding (exact)"
 
-    def query(
+    def search(
         self,
         *,
         text: str | None = None,
         attributes: str | None = None,
-        image: str | os.PathLike | None = None,
+        image: str | os.PathLike | np.ndarray | None = None,
         top_k: int = 10,
         rerank: bool = False,
         rerank_k: int | None = None,
     ) -> SearchResult:
         """Runs one query (exactly one of text, attributes, image); see the module docstring.
 
+        Args:
+          text: a sentence.
+          attributes: an attribute query (`text.attribute_query`).
+          image: a photo file, or a decoded photo, uint8 [h, w, 3] RGB (any size; the query
+            of the result is then 'uploaded photo').
+          top_k: results to return (fewer when the index is smaller).
+          rerank: add the method's second stage.
+          rerank_k: first-stage candidates the second stage sees (default: APTM's k_test for
+            a sentence, 100 for a photo); at least top_k.
+
         Raises:
-          ValueError: not exactly one query; BundleError: the bundle cannot encode that kind
-          of query or has no second stage for it; FileNotFoundError: a missing photo.
+          ValueError: not exactly one query.
+          BundleError: the bundle cannot encode this kind of query, or has no second stage
+            for it.
+          AttributeQueryError: a bad attribute query (the message names the term).
+          FileNotFoundError: the photo file does not exist.
         """
         given = [q for q in (text, attributes, image) if q is not None]
         if len(given) != 1:
@@ -188,7 +219,7 @@ class Searcher:
         if top_k < 1:
             raise ValueError(f"top_k must be >= 1, got {top_k}")
         if image is not None:
-            rows, scores, method = self._photo(Path(image), top_k, rerank, rerank_k)
+            rows, scores, method = self._photo(image, top_k, rerank, rerank_k)
         elif text is not None:
             rows, scores, method = self._sentence(text, top_k, rerank, rerank_k)
         else:
@@ -196,7 +227,7 @@ class Searcher:
                 raise BundleError("attribute queries have no second stage to --rerank with")
             rows, scores, method = self._attributes(attributes, top_k)
         return SearchResult(
-            query=str(given[0]),
+            query="uploaded photo" if isinstance(image, np.ndarray) else str(given[0]),
             query_is_image=image is not None,
             indices=rows,
             scores=np.asarray(scores, np.float32),
@@ -228,11 +259,22 @@ class Searcher:
         method = f"{self._stage_one_name()}, top {len(rows)} re-scored by ITM"
         return rows[order], itm[order], method
 
-    def _photo(self, image, top_k, rerank, rerank_k):
-        if not image.is_file():
+    def _image_embedding(self, image: str | os.PathLike | np.ndarray) -> np.ndarray:
+        """[d] embedding of a photo file or a decoded uint8 [h, w, 3] photo."""
+        if "encode_image" not in self.bundle.encoders:
+            raise BundleError(
+                f"{self.bundle.path}: the {self.bundle.task} bundle cannot encode images"
+            )
+        if isinstance(image, np.ndarray):
+            pixels = resize_for_bundle(image, self.bundle)[None]
+        elif Path(image).is_file():
+            pixels = load_images([Path(image)], self.bundle)
+        else:
             raise FileNotFoundError(f"{image}: query image not found")
-        query = self.bundle.encode("encode_image", load_images([image], self.bundle))
-        query = query["embedding"][0]
+        return self.bundle.encode("encode_image", pixels)["embedding"][0]
+
+    def _photo(self, image, top_k, rerank, rerank_k):
+        query = self._image_embedding(image)
         if not rerank:
             rows, scores, _ = self.nearest(query, top_k)
             return rows, scores, self._stage_one_name()
@@ -264,7 +306,9 @@ def search(
     rerank_k: int | None = None,
     exact: bool = False,
 ) -> SearchResult:
-    """One query against an index folder (`reid-jax index`); see `Searcher.query`.
+    """One query against an index folder (`reid-jax index`); see `Searcher.search`.
+
+    Loads the index and the bundle for this one query; to run many, keep a `Searcher`.
 
     Args:
       index_dir: the index folder.
@@ -276,8 +320,11 @@ def search(
         sentence, 100 for a photo); at least top_k.
       exact: exact search even when the index has an approximate index.
     """
-    searcher = Searcher(load_index(index_dir), bundle, exact=exact)
-    return searcher.query(
+    given = [q for q in (text, attributes, image) if q is not None]
+    if len(given) != 1:  # before anything is loaded
+        raise ValueError("give exactly one of text, attributes, image")
+    searcher = Searcher.open(index_dir, bundle, exact=exact)
+    return searcher.search(
         text=text, attributes=attributes, image=image, top_k=top_k, rerank=rerank, rerank_k=rerank_k
     )
 

@@ -76,7 +76,7 @@ def test_an_index_with_an_approximate_index(tmp_path, alignedreid_bundle, capsys
     with caplog.at_level("WARNING"):
         searcher = Searcher(load_index(folder))
     assert searcher.approximate is None and "not a faiss index" in caplog.text
-    assert searcher.query(image=query, top_k=4).paths == exact.paths
+    assert searcher.search(image=query, top_k=4).paths == exact.paths
 
     # Re-indexing without --approximate drops it (and its file).
     build_index(alignedreid_bundle, images, folder, progress=False)
