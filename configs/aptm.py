@@ -186,6 +186,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             embed_dim=256 if big else 64,
             temp_init=0.07,
             dtype="float32",
+            # float32 matmuls/convolutions: "default" lets the backend choose (TF32 on NVIDIA
+            # Ampere and newer, bfloat16 passes on TPU), "high" (TF32 / 3 bf16 passes), "highest"
+            # (full float32). Ignored for bfloat16 operands. Applies to the whole process.
+            matmul_precision="default",
             remat=big,  # recompute every Swin block / BERT layer in the backward pass
             # A Hugging Face BERT checkpoint (file or model folder) loaded into the text tower
             # at initialisation (bert-base-uncased for the paper's from-scratch setting; the

@@ -70,6 +70,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             generator_hidden=(512, 1024) if paper else (256, 256),
             discriminator_hidden=(512, 256) if paper else (128, 64),
             dtype="float32",
+            # float32 matmuls/convolutions: "default" lets the backend choose (TF32 on NVIDIA
+            # Ampere and newer, bfloat16 passes on TPU), "high" (TF32 / 3 bf16 passes), "highest"
+            # (full float32). Ignored for bfloat16 operands. Applies to the whole process.
+            matmul_precision="default",
         )
     )
 

@@ -76,6 +76,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             dropout_rate=0.3,
             leaky_slope=0.25,
             dtype="float32",  # compute dtype; 'bfloat16' keeps params and losses in float32
+            # float32 matmuls/convolutions: "default" lets the backend choose (TF32 on NVIDIA
+            # Ampere and newer, bfloat16 passes on TPU), "high" (TF32 / 3 bf16 passes), "highest"
+            # (full float32). Ignored for bfloat16 operands. Applies to the whole process.
+            matmul_precision="default",
             # Recompute activations in the backward pass: 'none' | 'backbone' (ResNet blocks)
             # | 'all' (+ BiLSTM steps and WAM). Paper sizes at batch 64 need it on a 24 GB
             # machine; see benchmarks/RESULTS.md "SSAN train step" for memory and speed.

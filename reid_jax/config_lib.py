@@ -18,6 +18,7 @@ from ml_collections import config_dict
 
 SECTIONS = ("data", "model", "loss", "optim", "train", "eval", "mesh", "checkpoint")
 DTYPES = ("float32", "bfloat16")
+MATMUL_PRECISIONS = ("default", "high", "highest")
 
 
 class ConfigError(ValueError):
@@ -204,6 +205,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
         config.model.dtype in DTYPES,
         "model.dtype",
         f"must be one of {DTYPES}, got '{config.model.dtype}'",
+    )
+    _check(
+        config.model.matmul_precision in MATMUL_PRECISIONS,
+        "model.matmul_precision",
+        f"must be one of {MATMUL_PRECISIONS}, got '{config.model.matmul_precision}'",
     )
     _check(
         len(config.mesh.axis_names) == len(config.mesh.axis_sizes),

@@ -72,6 +72,7 @@ def evaluate_checkpoint(
     config = run_folder.load_config(workdir) if config is None else config
     config_lib.validate(config)
     task = run_setup.resolve_task(config) if task is None else task
+    run_setup.apply_matmul_precision(config)
     mesh = sharding.make_mesh(config.mesh)
     run_setup.check_batch_sizes(config, mesh)
     info = run_folder.load_data_info(workdir)

@@ -121,8 +121,15 @@ def write_config(workdir: str | os.PathLike, config: Any) -> None:
     run_logging.write_json_atomic(Path(workdir) / CONFIG_FILE, config_as_dict(config))
 
 
+# Config fields added after run folders were first written, with the value that reproduces
+# the older behaviour: `load_config` fills them into an older config.json.
+FIELDS_ADDED_LATER = {"model.matmul_precision": "default"}
+
+
 def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
-    """The run's config from config.json, locked (so overrides of unknown fields fail).
+    """The run's config from config.json, locked (so overrides of unknown fields fail);
+    fields added since the run was written get their old-behaviour value
+    (`FIELDS_ADDED_LATER`).
 
     Raises:
       FileNotFoundError: the folder has no config.json.
@@ -131,6 +138,10 @@ def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file (is {workdir} a run folder?)")
     config = ml_collections.ConfigDict(json.loads(path.read_text()))
+    for name, default in FIELDS_ADDED_LATER.items():
+        section, field = name.split(".")
+        if field not in config[section]:  # a run folder from before the field existed
+            config[section][field] = default
     config.lock()
     return config
 

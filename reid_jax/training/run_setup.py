@@ -66,6 +66,14 @@ def resolve_task(config: Any) -> Task:
     return TASKS[config.task]
 
 
+def apply_matmul_precision(config: Any) -> None:
+    """Sets the process's default precision of float32 matmuls and convolutions from
+    `model.matmul_precision` ('default' leaves the backend's choice: TF32 on NVIDIA Ampere and
+    newer GPUs, bfloat16 passes on TPU; 'high'; 'highest' = full float32)."""
+    value = config.model.matmul_precision
+    jax.config.update("jax_default_matmul_precision", None if value == "default" else value)
+
+
 def setup_run(config: Any, workdir: str | os.PathLike, task: Task | None = None) -> RunSetup:
     """Builds mesh, data, model, optimizer and the state initialiser.
 
@@ -78,6 +86,7 @@ def setup_run(config: Any, workdir: str | os.PathLike, task: Task | None = None)
       A RunSetup.
     """
     task = resolve_task(config) if task is None else task
+    apply_matmul_precision(config)
     mesh = sharding.make_mesh(config.mesh)
     check_batch_sizes(config, mesh)
     loader, info = task.make_train_data(

@@ -99,7 +99,9 @@ def toy_config() -> ml_collections.ConfigDict:
     config.init_from_strict = False
     config.data = ml_collections.ConfigDict(dict(num_workers=0))
     # head_extra > 0 widens the classifier (a fine-tuning target with other classes).
-    config.model = ml_collections.ConfigDict(dict(dtype="float32", head_extra=0))
+    config.model = ml_collections.ConfigDict(
+        dict(dtype="float32", matmul_precision="default", head_extra=0)
+    )
     config.loss = ml_collections.ConfigDict(dict(nan_from_step=0))
     config.optim = ml_collections.ConfigDict(
         dict(
