@@ -80,10 +80,11 @@ class SsanTrainMap(grain.transforms.Map):
         self.seed = int(seed)
 
     def map(self, element: SampleIndex) -> dict[str, np.ndarray]:
-        """Returns image float32 [H, W, 3], label, caption, length, partner_caption/length."""
+        """Returns image uint8 [H, W, 3] (resized), flip bool [] (the step mirrors and
+        normalises it: `data.device_images`), label, caption, length, partner_caption/length."""
         ex, record = self.examples, element.record
         image = transforms.load_rgb(ex.image_paths[ex.image_index[record]])
-        image = transforms.ssan_train_transform(
+        image, flip = transforms.ssan_train_resize(
             image,
             image_size=self.image_size,
             rng=keyed_rng(self.seed, STREAM_AUGMENT, element.epoch, record),
@@ -96,6 +97,7 @@ class SsanTrainMap(grain.transforms.Map):
         )
         return {
             "image": image,
+            "flip": flip,
             "label": ex.labels[record],
             "caption": ex.captions[record],
             "length": ex.lengths[record],
@@ -259,7 +261,8 @@ def make_ssan_train_loader(
 
     Returns:
       a grain `IterDataset`; `iter()` gives a checkpointable iterator of dicts with
-      b = global_batch_size // shard_count: image float32 [b, H, W, 3], label int32 [b],
+      b = global_batch_size // shard_count: image uint8 [b, H, W, 3], flip bool [b] (the step
+      mirrors and normalises: `data.device_images`), label int32 [b],
       caption int32 [b, T], length int32 [b], partner_caption int32 [b, T],
       partner_length int32 [b]. Global step s is in epoch `s // steps_per_epoch(N, B)`.
     """

@@ -155,6 +155,21 @@ def ssan_train_transform(
     return normalize(resized, SSAN_MEAN, SSAN_STD)
 
 
+def ssan_train_resize(
+    image: np.ndarray, *, image_size: tuple[int, int], rng: np.random.Generator
+) -> tuple[np.ndarray, np.bool_]:
+    """The host half of `ssan_train_transform` for the uint8 path: the resize and the flip
+    decision (the same draw); mirroring then normalising the result (`data.device_images`)
+    gives `ssan_train_transform`'s output exactly (PIL's bicubic resize commutes with a
+    mirror).
+
+    Returns:
+      (uint8 [H, W, 3] resized, unflipped; bool flip).
+    """
+    flip = np.bool_(rng.random() < 0.5)
+    return resize_bicubic(image, tuple(image_size)), flip
+
+
 def ssan_test_transform(image: np.ndarray, *, image_size: tuple[int, int]) -> np.ndarray:
     """SSAN test transform (ssan §1.5): PIL bicubic resize -> 0.5/0.5 normalisation.
 

@@ -218,7 +218,7 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
     )
     writer = run_logging.MetricWriter(workdir, enabled=is_main)
     eval_every = int(config.eval.every_epochs) * setup.info.steps_per_epoch
-    pending, saved = [], start
+    pending, saved, log_due = [], start, None
     tick, timed_images = time.perf_counter(), 0
     pbar = tqdm(
         total=setup.total_steps,
@@ -259,12 +259,27 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
                 )
                 save = stop.requested or step % config.checkpoint.every_steps == 0
                 evaluate_now = eval_every and step % eval_every == 0 and step != setup.total_steps
-                if step % config.train.log_every_steps == 0 or step == setup.total_steps:
-                    # Waits for the interval's steps, so images/s counts compute, not dispatch.
-                    host = _check_finite(pending, step)
+                if log_due is not None:
+                    # The interval that ended at the previous step is logged only now, with
+                    # this step already queued, so the device never waits for the host's
+                    # fetch (and images/s counts compute, not dispatch).
+                    host = _check_finite(pending[:-1], log_due)
                     now = time.perf_counter()
-                    _log_interval(writer, pbar, host, step, setup, config, timed_images, now - tick)
-                    pending, tick, timed_images = [], now, 0
+                    images = timed_images - config.train.batch_size
+                    _log_interval(writer, pbar, host, log_due, setup, config, images, now - tick)
+                    pending, tick, timed_images = pending[-1:], now, config.train.batch_size
+                    log_due = None
+                last = step == setup.total_steps
+                if step % config.train.log_every_steps == 0 or last:
+                    if last or save or evaluate_now or stop.requested:
+                        host = _check_finite(pending, step)
+                        now = time.perf_counter()
+                        _log_interval(
+                            writer, pbar, host, step, setup, config, timed_images, now - tick
+                        )
+                        pending, tick, timed_images = [], now, 0
+                    else:
+                        log_due = step
                 elif save or evaluate_now:
                     _check_finite(pending, step)  # never save or evaluate a non-finite state
                 if save:

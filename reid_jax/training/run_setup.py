@@ -17,6 +17,7 @@ import optax
 from absl import logging
 
 from reid_jax import config_lib, sharding
+from reid_jax.data import device_images
 from reid_jax.training import checkpoint, init_from, optim, run_folder
 from reid_jax.training import logging as run_logging
 from reid_jax.training import step as step_lib
@@ -223,6 +224,7 @@ def make_train_step(
     batch_sharding = sharding.batch_sharding(mesh)
 
     def step(state: TrainState, batch: dict[str, jax.Array], root_key: jax.Array):
+        batch = device_images.prepare_batch(batch, task, config)
         key = jax.random.fold_in(root_key, state.step)
         if hasattr(task, "train_step"):  # a task with its own update (several optimizers)
             new_state, metrics = task.train_step(

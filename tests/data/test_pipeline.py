@@ -5,7 +5,7 @@ import orbax.checkpoint as ocp
 import pytest
 from PIL import Image
 
-from reid_jax.data import pipeline, samplers, ssan_examples
+from reid_jax.data import device_images, pipeline, samplers, ssan_examples, transforms
 from reid_jax.data.records import CaptionedImage
 from reid_jax.text.vocab import Vocabulary
 
@@ -77,7 +77,13 @@ def test_batches_follow_the_sampler_and_spec(dataset):
     flips = set()
     for step, batch in enumerate(_take(iterator, 2 * spe)):
         assert batch["image"].shape == (BATCH, *IMAGE_SIZE, 3)
-        assert batch["image"].dtype == np.float32
+        assert batch["image"].dtype == np.uint8 and batch["flip"].dtype == bool
+        # What the train step feeds the model (`device_images`, normalised on the device).
+        images = np.asarray(
+            device_images.model_images(
+                batch["image"], batch["flip"], transforms.SSAN_MEAN, transforms.SSAN_STD
+            )
+        )
         for key in ("label", "caption", "length", "partner_caption", "partner_length"):
             assert batch[key].dtype == np.int32
         records = [lookup[tuple(row)] for row in batch["caption"].tolist()]
@@ -92,11 +98,9 @@ def test_batches_follow_the_sampler_and_spec(dataset):
             assert batch["partner_length"][row] == ex.lengths[partner]
             path = ex.image_paths[ex.image_index[record]]
             plain, flipped = _reference_images(path, IMAGE_SIZE)
-            if np.allclose(batch["image"][row], plain, atol=1e-5):
-                flips.add(False)
-            else:
-                np.testing.assert_allclose(batch["image"][row], flipped, atol=1e-5)
-                flips.add(True)
+            expected = flipped if batch["flip"][row] else plain
+            np.testing.assert_allclose(images[row], expected, atol=1e-5)
+            flips.add(bool(batch["flip"][row]))
     assert flips == {False, True}
 
 

@@ -112,6 +112,30 @@ def test_ssan_transforms_match_pil(photo):
     assert flips == {True, False}
 
 
+def test_ssan_uint8_path_equals_the_host_transform_bit_for_bit(photo):
+    """The loader's uint8 half (resize + the same flip draw) then the step's half (mirror +
+    normalise on the device) give exactly `ssan_train_transform`'s output."""
+    from reid_jax.data import device_images
+
+    rng = np.random.default_rng(5)
+    flips = set()
+    for seed in range(12):
+        image = photo if seed < 6 else rng.integers(0, 256, (37 + seed, 19, 3), dtype=np.uint8)
+        host = transforms.ssan_train_transform(
+            image, image_size=(24, 8), rng=np.random.default_rng(seed)
+        )
+        resized, flip = transforms.ssan_train_resize(
+            image, image_size=(24, 8), rng=np.random.default_rng(seed)
+        )
+        assert resized.dtype == np.uint8
+        device = device_images.model_images(
+            resized[None], np.asarray([flip]), transforms.SSAN_MEAN, transforms.SSAN_STD
+        )
+        np.testing.assert_array_equal(np.asarray(device)[0], host)
+        flips.add(bool(flip))
+    assert flips == {True, False}
+
+
 def test_alignedreid_train_transform_order(photo):
     size = (20, 9)
     mean, std = (0.486, 0.459, 0.408), (0.229, 0.224, 0.225)

@@ -77,7 +77,9 @@ def test_resume_after_crash_replays_exactly(uninterrupted, tmp_path, monkeypatch
     monkeypatch.setattr(sharding, "host_batch_to_global", crash_on_seventh_batch)
     with pytest.raises(RuntimeError, match="simulated crash"):
         loop.train_and_evaluate(toy.toy_config(), tmp_path, task=toy)
-    assert sorted(_losses(tmp_path)) == list(range(1, 7))  # steps 5-6 logged, not saved
+    # Steps 5-6 ran, not saved; 5 was logged once step 6 was queued, 6's line waited for
+    # step 7, which never came (the loop logs an interval after queueing the next step).
+    assert sorted(_losses(tmp_path)) == list(range(1, 6))
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["4"]
     monkeypatch.setattr(sharding, "host_batch_to_global", real)
     # A fresh call = a new process: new model, optimizer, loader and iterator objects.
@@ -90,6 +92,35 @@ def test_resume_after_crash_replays_exactly(uninterrupted, tmp_path, monkeypatch
     )
     assert resumed == reference
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["last"]["step"] == 12
+
+
+def test_logging_fetches_an_interval_only_after_the_next_step_is_queued(tmp_path, monkeypatch):
+    """The device is never left idle by a log: the metrics of step s are fetched after step
+    s + 1's batch went to the device, except where the state must be known (a checkpoint,
+    an evaluation, the last step)."""
+    events = []
+    real_put, real_check = sharding.host_batch_to_global, loop._check_finite
+
+    def put(batch, mesh):
+        events.append(("put", len([e for e in events if e[0] == "put"]) + 1))
+        return real_put(batch, mesh)
+
+    def check(pending, last_step):
+        events.append(("fetch", last_step))
+        return real_check(pending, last_step)
+
+    monkeypatch.setattr(sharding, "host_batch_to_global", put)
+    monkeypatch.setattr(loop, "_check_finite", check)
+    config = toy.toy_config()
+    config.train.log_every_steps = 3
+    loop.train_and_evaluate(config, tmp_path, task=toy)
+    fetches = [step for kind, step in events if kind == "fetch"]
+    assert fetches == [3, 4, 6, 8, 9, 12]  # log 3, save 4, log 6, save 8, log 9, last 12
+    for step in (3, 6, 9):  # logged intervals: after step + 1's batch
+        assert events.index(("fetch", step)) > events.index(("put", step + 1))
+    for step in (4, 8):  # checkpoints: before the next batch
+        assert events.index(("fetch", step)) < events.index(("put", step + 1))
+    assert sorted(_losses(tmp_path)) == [3, 6, 9, 12]
 
 
 def test_rerun_of_finished_run_does_not_train(uninterrupted):

@@ -202,7 +202,7 @@ def test_make_train_data(tiny):
     assert info.steps_per_epoch == info.num_examples // config.train.batch_size
     assert info.num_classes == 8
     batch = next(iter(loader))
-    assert batch["image"].shape == (8, 64, 32, 3) and batch["image"].dtype == np.float32
+    assert batch["image"].shape == (8, 64, 32, 3) and batch["image"].dtype == np.uint8
     assert batch["caption"].shape == batch["partner_caption"].shape == (8, 12)
     assert (batch["length"] >= 1).all() and (batch["caption"] < config.model.vocab_size).all()
 

@@ -106,6 +106,14 @@ def make_train_data(
     return loader, info
 
 
+def image_normalisation(config: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) the step normalises the loader's uint8 images with (ssan §1.5)."""
+    from reid_jax.data import transforms
+
+    del config
+    return transforms.SSAN_MEAN, transforms.SSAN_STD
+
+
 def create_model(config: Any, info: TrainDataInfo) -> SsanModel:
     """Unpacks `config.model` into an SsanModel with C = info.num_classes."""
     m = config.model
