@@ -47,7 +47,7 @@ from reid_jax.data.sources import PaddedIndex, PaddedIndexSource, SampledStreamS
 from reid_jax.data.ssan_examples import SsanTrainExamples
 
 # transform(image uint8 [h, w, 3], *, image_size, rng) -> float32 [H, W, 3]
-TrainTransform = Callable[..., np.ndarray]
+TrainTransform = Callable[..., tuple[np.ndarray, np.bool_]]
 
 
 def steps_per_epoch(num_records: int, global_batch_size: int) -> int:
@@ -117,8 +117,10 @@ class PkTrainMap(grain.transforms.Map):
       image_paths: [N] image files.
       image_size: (H, W).
       seed: non-negative seed.
-      transform: `transform(image, *, image_size, rng) -> float32 [H, W, 3]`; must be
-        picklable (a module-level function or `functools.partial`) for worker processes.
+      transform: `transform(image, *, image_size, rng) -> (uint8 [H, W, 3], bool flip)`,
+        the host half of a training transform (e.g. `transforms.alignedreid_train_resize`);
+        must be picklable (a module-level function or `functools.partial`) for worker
+        processes.
     """
 
     def __init__(
@@ -136,13 +138,11 @@ class PkTrainMap(grain.transforms.Map):
         self.transform = transform
 
     def map(self, element: SampleIndex) -> dict[str, np.ndarray]:
-        """Returns image float32 [H, W, 3] and label int32 []."""
+        """Returns image uint8 [H, W, 3], flip bool [] and label int32 []."""
         rng = keyed_rng(self.seed, STREAM_AUGMENT, element.epoch, element.position)
         image = transforms.load_rgb(self.image_paths[element.record])
-        return {
-            "image": self.transform(image, image_size=self.image_size, rng=rng),
-            "label": self.labels[element.record],
-        }
+        image, flip = self.transform(image, image_size=self.image_size, rng=rng)
+        return {"image": image, "flip": flip, "label": self.labels[element.record]}
 
 
 class EvalImageMap(grain.transforms.Map):
@@ -287,7 +287,7 @@ def make_pk_train_loader(
     k: int,
     image_size: tuple[int, int],
     seed: int,
-    transform: TrainTransform = transforms.alignedreid_train_transform,
+    transform: TrainTransform = transforms.alignedreid_train_resize,
     num_workers: int = 0,
     shard_index: int = 0,
     shard_count: int = 1,
@@ -312,7 +312,8 @@ def make_pk_train_loader(
         `make_ssan_train_loader`; shard_count must divide P * K.
 
     Returns:
-      a grain `IterDataset` of {'image': float32 [b, H, W, 3], 'label': int32 [b]},
+      a grain `IterDataset` of {'image': uint8 [b, H, W, 3], 'flip': bool [b] (the step
+      normalises and mirrors: `data.device_images`), 'label': int32 [b]},
       b = P * K // shard_count.
     """
     labels = np.asarray(labels)

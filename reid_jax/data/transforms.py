@@ -235,11 +235,31 @@ def alignedreid_train_transform(
     Returns:
       float32 [H, W, 3].
     """
+    resized, flip = alignedreid_train_resize(
+        image, image_size=image_size, rng=rng, crop_prob=crop_prob, crop_ratio=crop_ratio
+    )
+    out = normalize(resized, ALIGNEDREID_MEAN, ALIGNEDREID_STD)
+    return horizontal_flip(out) if flip else out
+
+
+def alignedreid_train_resize(
+    image: np.ndarray,
+    *,
+    image_size: tuple[int, int],
+    rng: np.random.Generator,
+    crop_prob: float = 0.0,
+    crop_ratio: float = 1.0,
+) -> tuple[np.ndarray, np.bool_]:
+    """The host half of `alignedreid_train_transform` for the uint8 path: crop and resize,
+    and the flip decision (the same draws in the same order); normalising then mirroring
+    (`data.device_images`) gives the transform's output exactly.
+
+    Returns:
+      (uint8 [H, W, 3], bool flip).
+    """
     image = random_crop(image, crop_prob=crop_prob, crop_ratio=crop_ratio, rng=rng)
-    out = normalize(resize_bilinear(image, image_size), ALIGNEDREID_MEAN, ALIGNEDREID_STD)
-    if rng.random() < 0.5:
-        out = horizontal_flip(out)
-    return out
+    resized = resize_bilinear(image, image_size)
+    return resized, np.bool_(rng.random() < 0.5)
 
 
 def alignedreid_test_transform(image: np.ndarray, *, image_size: tuple[int, int]) -> np.ndarray:
@@ -275,14 +295,30 @@ def pad_crop_flip_train_transform(
     Returns:
       float32 [H, W, 3].
     """
+    cropped, flip = pad_crop_train_resize(image, image_size=image_size, rng=rng, padding=padding)
+    return normalize(horizontal_flip(cropped) if flip else cropped, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def pad_crop_train_resize(
+    image: np.ndarray, *, image_size: tuple[int, int], rng: np.random.Generator, padding: int = 10
+) -> tuple[np.ndarray, np.bool_]:
+    """The host half of `pad_crop_flip_train_transform` for the uint8 path (same draws):
+    the unflipped window whose mirror is the transform's window. Mirroring the zero-padded
+    image and cropping at column `left` equals cropping the unmirrored one at
+    `2 * padding - left` and mirroring the crop, so the flip can wait for the device.
+
+    Returns:
+      (uint8 [H, W, 3], bool flip).
+    """
     resized = resize_bilinear(image, image_size)
-    if rng.random() < 0.5:
-        resized = horizontal_flip(resized)
+    flip = np.bool_(rng.random() < 0.5)
     top, left = (int(rng.integers(0, 2 * padding + 1)) for _ in range(2))
-    if padding:
-        padded = np.pad(resized, ((padding, padding), (padding, padding), (0, 0)))
-        resized = padded[top : top + image_size[0], left : left + image_size[1]]
-    return normalize(resized, IMAGENET_MEAN, IMAGENET_STD)
+    if not padding:
+        return resized, flip
+    if flip:
+        left = 2 * padding - left
+    padded = np.pad(resized, ((padding, padding), (padding, padding), (0, 0)))
+    return padded[top : top + image_size[0], left : left + image_size[1]], flip
 
 
 def imagenet_test_transform(image: np.ndarray, *, image_size: tuple[int, int]) -> np.ndarray:

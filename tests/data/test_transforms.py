@@ -136,6 +136,61 @@ def test_ssan_uint8_path_equals_the_host_transform_bit_for_bit(photo):
     assert flips == {True, False}
 
 
+@pytest.mark.parametrize("crop_prob", [0.0, 0.7])
+def test_alignedreid_uint8_path_equals_the_host_transform(photo, crop_prob):
+    from reid_jax.data import device_images
+
+    flips = set()
+    for seed in range(10):
+        kwargs = dict(image_size=(20, 9), crop_prob=crop_prob, crop_ratio=0.6)
+        host = transforms.alignedreid_train_transform(
+            photo, rng=np.random.default_rng(seed), **kwargs
+        )
+        resized, flip = transforms.alignedreid_train_resize(
+            photo, rng=np.random.default_rng(seed), **kwargs
+        )
+        mean, std = transforms.ALIGNEDREID_MEAN, transforms.ALIGNEDREID_STD
+        device = device_images.model_images(resized[None], np.asarray([flip]), mean, std)
+        np.testing.assert_array_equal(np.asarray(device)[0], host)
+        flips.add(bool(flip))
+    assert flips == {True, False}
+
+
+def test_pad_crop_flip_uint8_path_equals_flip_pad_crop(photo):
+    """Reference order (attribute_reid §3.6): resize, flip, zero-pad, crop at (top, left),
+    normalise; the uint8 path crops the unflipped image at the mirrored offset and the
+    device mirrors and normalises."""
+    from reid_jax.data import device_images
+
+    size, padding = (20, 9), 3
+    flips = set()
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        flip = rng.random() < 0.5
+        top, left = (int(rng.integers(0, 2 * padding + 1)) for _ in range(2))
+        resized = transforms.resize_bilinear(photo, size)
+        mirrored = resized[:, ::-1] if flip else resized
+        padded = np.pad(mirrored, ((padding, padding), (padding, padding), (0, 0)))
+        window = padded[top : top + size[0], left : left + size[1]]
+        reference = transforms.normalize(window, transforms.IMAGENET_MEAN, transforms.IMAGENET_STD)
+
+        kwargs = dict(image_size=size, padding=padding)
+        host = transforms.pad_crop_flip_train_transform(
+            photo, rng=np.random.default_rng(seed), **kwargs
+        )
+        crop, device_flip = transforms.pad_crop_train_resize(
+            photo, rng=np.random.default_rng(seed), **kwargs
+        )
+        device = device_images.model_images(
+            crop[None], np.asarray([device_flip]), transforms.IMAGENET_MEAN, transforms.IMAGENET_STD
+        )
+        assert bool(device_flip) == flip
+        np.testing.assert_array_equal(host, reference)
+        np.testing.assert_array_equal(np.asarray(device)[0], reference)
+        flips.add(flip)
+    assert flips == {True, False}
+
+
 def test_alignedreid_train_transform_order(photo):
     size = (20, 9)
     mean, std = (0.486, 0.459, 0.408), (0.229, 0.224, 0.225)

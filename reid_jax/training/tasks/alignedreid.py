@@ -138,7 +138,7 @@ def make_train_data(
             f"{num_ids} training identities of {data.dataset}"
         )
     transform = functools.partial(
-        transforms.alignedreid_train_transform,
+        transforms.alignedreid_train_resize,
         crop_prob=float(data.crop_prob),
         crop_ratio=float(data.crop_ratio),
     )
@@ -161,6 +161,12 @@ def make_train_data(
         extras={"identities_per_batch": p, "images_per_identity": k},
     )
     return loader, info
+
+
+def image_normalisation(config: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) the step normalises the loader's uint8 images with (alignedreid §1.1)."""
+    del config
+    return transforms.ALIGNEDREID_MEAN, transforms.ALIGNEDREID_STD
 
 
 def create_model(config: Any, info: TrainDataInfo) -> MutualAlignedReid:

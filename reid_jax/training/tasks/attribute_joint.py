@@ -72,9 +72,7 @@ def make_train_data(
         k=k,
         image_size=tuple(data.image_size),
         seed=config.seed,
-        transform=functools.partial(
-            transforms.pad_crop_flip_train_transform, padding=int(data.pad_crop)
-        ),
+        transform=functools.partial(transforms.pad_crop_train_resize, padding=int(data.pad_crop)),
         num_workers=data.num_workers,
         shard_index=shard_index,
         shard_count=shard_count,
@@ -93,6 +91,12 @@ def make_train_data(
         },
     )
     return loader, info
+
+
+def image_normalisation(config: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) the step normalises the loader's uint8 images with (attribute_reid §3.6)."""
+    del config
+    return transforms.IMAGENET_MEAN, transforms.IMAGENET_STD
 
 
 def create_model(config: Any, info: TrainDataInfo) -> AttributeJointSpace:
