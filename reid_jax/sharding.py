@@ -1,8 +1,11 @@
 """Meshes, shardings and global arrays: the only module that builds them.
 
 Data parallelism is the default: one mesh axis named 'data' over every device, train state
-replicated, batches split on their leading axis. A config may name more axes (for later model
-parallelism); batches are always split over 'data' only.
+replicated, batches split on their leading axis. An optional 'fsdp' axis (`config.mesh`:
+axis_names ('data', 'fsdp'), axis_sizes (-1, F)) also splits the batch and, in addition,
+every large parameter, optimizer moment and moving average over its F devices (fully sharded
+data parallelism: XLA gathers a layer's parameters where they are used and reduce-scatters
+the gradients); `state_sharding` holds the rule.
 """
 
 from __future__ import annotations
@@ -17,6 +20,10 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
+FSDP_AXIS = "fsdp"
+# Arrays smaller than this stay replicated under fsdp: sharding them saves little memory and
+# costs a collective each.
+FSDP_MIN_ELEMENTS = 1 << 14
 
 
 def resolve_axis_sizes(axis_sizes: Sequence[int], num_devices: int) -> tuple[int, ...]:
@@ -72,13 +79,14 @@ def make_mesh(mesh_config: Mapping[str, Any] | Any, devices: Sequence[Any] | Non
     devices = list(jax.devices() if devices is None else devices)
     sizes = resolve_axis_sizes(mesh_config["axis_sizes"], len(devices))
     for name, size in zip(names, sizes, strict=True):
-        if name != DATA_AXIS and size > 1:
-            # No rule shards anything over other axes yet (state replicated, batch on 'data'):
-            # their devices would only repeat each other's work.
+        if name not in (DATA_AXIS, FSDP_AXIS) and size > 1:
+            # No rule shards anything over other axes: their devices would only repeat each
+            # other's work.
             raise ValueError(
                 f"config.mesh.axis_names: axis '{name}' of size {size} is used by no sharding "
-                f"rule (parameters are replicated, batches split on '{DATA_AXIS}' only), so its "
-                f"devices would repeat the same work; remove it or give it size 1"
+                f"rule (batches split on '{DATA_AXIS}' and '{FSDP_AXIS}', parameters on "
+                f"'{FSDP_AXIS}'), so its devices would repeat the same work; remove it or give "
+                "it size 1"
             )
     return Mesh(np.asarray(devices, dtype=object).reshape(sizes), names)
 
@@ -88,14 +96,45 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def _batch_axes(mesh: Mesh) -> tuple[str, ...]:
+    return tuple(a for a in (DATA_AXIS, FSDP_AXIS) if a in mesh.axis_names)
+
+
 def batch_sharding(mesh: Mesh) -> NamedSharding:
-    """Sharding that splits axis 0 over the 'data' mesh axis (other axes replicated)."""
-    return NamedSharding(mesh, P(DATA_AXIS))
+    """Sharding that splits axis 0 over the 'data' (and 'fsdp', if present) mesh axes: with
+    fsdp every device still sees its own slice of the batch."""
+    return NamedSharding(mesh, P(_batch_axes(mesh)))
 
 
 def data_parallel_size(mesh: Mesh) -> int:
-    """Number of shards a batch is split into (size of the 'data' axis)."""
-    return int(mesh.shape[DATA_AXIS])
+    """Number of shards a batch is split into (the 'data' x 'fsdp' devices)."""
+    return math.prod(int(mesh.shape[a]) for a in _batch_axes(mesh))
+
+
+def fsdp_size(mesh: Mesh) -> int:
+    """Devices a parameter is split over (size of the 'fsdp' axis; 1 without one)."""
+    return int(mesh.shape[FSDP_AXIS]) if FSDP_AXIS in mesh.axis_names else 1
+
+
+def fsdp_spec(shape: Sequence[int], parts: int) -> P:
+    """The partition of one array under fsdp: its largest dimension divisible by `parts`
+    (the first of equals) split over 'fsdp', or replicated when none divides or the array
+    has fewer than `FSDP_MIN_ELEMENTS` elements."""
+    if parts <= 1 or math.prod(shape) < FSDP_MIN_ELEMENTS:
+        return P()
+    candidates = [(size, -axis) for axis, size in enumerate(shape) if size % parts == 0]
+    if not candidates:
+        return P()
+    axis = -max(candidates)[1]
+    return P(*([None] * axis), FSDP_AXIS)
+
+
+def state_sharding(shapes: Any, mesh: Mesh) -> Any:
+    """Per-leaf shardings of a train state (or any pytree of arrays / shape structs):
+    replicated without an 'fsdp' axis, else split by `fsdp_spec` (parameters, optimizer
+    moments and the moving average alike; scalars and small arrays replicated)."""
+    parts = fsdp_size(mesh)
+    return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(x.shape, parts)), shapes)
 
 
 def host_batch_to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
@@ -118,3 +157,12 @@ def host_batch_to_global(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[st
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Places every leaf of a host pytree on all devices of `mesh` (replicated)."""
     return jax.device_put(tree, replicated(mesh))
+
+
+def gather_replicated(tree: Any, mesh: Mesh) -> Any:
+    """A pytree of global arrays (e.g. fsdp-split variables) fully copied onto every device
+    of `mesh` (a jitted identity, so it also works across processes); a tree already
+    replicated on `mesh` (no 'fsdp' axis) is returned as it is."""
+    if fsdp_size(mesh) == 1:
+        return tree
+    return jax.jit(lambda t: t, out_shardings=replicated(mesh))(tree)

@@ -71,18 +71,24 @@ def save_checkpoint(
     manager.save(step, args=ocp.args.Composite(**items), force=True)
 
 
-def abstract_state(state_shapes: Any, sharding: Sharding) -> Any:
-    """Turns `jax.eval_shape` output into restore targets carrying `sharding`.
+def abstract_state(state_shapes: Any, sharding: Sharding | Any) -> Any:
+    """Turns `jax.eval_shape` output into restore targets carrying shardings.
+
+    A checkpoint restores onto any mesh: orbax reads each leaf into the target's layout,
+    whatever device count, process count or fsdp split wrote it.
 
     Args:
       state_shapes: pytree of `jax.ShapeDtypeStruct` (no sharding).
-      sharding: sharding every restored leaf should have (replicated for the train state).
+      sharding: one sharding for every leaf, or a pytree of shardings matching
+        `state_shapes` (`sharding.state_sharding`).
 
     Returns:
-      The same pytree with `sharding` set on every leaf.
+      The same pytree with the sharding set on every leaf.
     """
+    if isinstance(sharding, Sharding):
+        sharding = jax.tree.map(lambda _: sharding, state_shapes)
     return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), state_shapes
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state_shapes, sharding
     )
 
 

@@ -212,7 +212,14 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
     )()
     train_step = multihost.lockstep(
         make_train_step(
-            setup.task, setup.model, setup.tx, config, setup.info, setup.mesh, setup.schedule
+            setup.task,
+            setup.model,
+            setup.tx,
+            config,
+            setup.info,
+            setup.mesh,
+            setup.schedule,
+            state_sharding=setup.state_sharding,
         ),
         "train_step",
     )
@@ -229,7 +236,9 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
     )
 
     def evaluate(step: int) -> dict[str, Any]:
-        variables = model_variables(state, use_ema=config.eval.use_ema)
+        variables = sharding.gather_replicated(
+            model_variables(state, use_ema=config.eval.use_ema), setup.mesh
+        )
         metrics, summary = run_evaluation(
             setup.task, setup.model, variables, config, workdir, step,
             mesh=setup.mesh, info=setup.info, writer=writer,

@@ -39,8 +39,11 @@ class RunSetup:
       schedule: lr multiplier function (for logging).
       total_steps: steps of the whole run.
       init_variables: jitted rng -> fresh model variables, replicated.
-      make_state: jitted variables -> step-0 TrainState (fresh optimizer state), replicated.
-      target: abstract TrainState (shapes, dtypes, replicated shardings) for restores.
+      make_state: jitted variables -> step-0 TrainState (fresh optimizer state), laid out
+        as `state_sharding` says.
+      target: abstract TrainState (shapes, dtypes, shardings) for restores.
+      state_sharding: the TrainState's shardings (`sharding.state_sharding`: replicated, or
+        split over an 'fsdp' mesh axis).
     """
 
     task: Task
@@ -54,6 +57,7 @@ class RunSetup:
     init_variables: Any
     make_state: Any
     target: Any
+    state_sharding: Any
 
 
 def resolve_task(config: Any) -> Task:
@@ -113,7 +117,9 @@ def setup_run(config: Any, workdir: str | os.PathLike, task: Task | None = None)
         return create_train_state(variables, tx, ema=config.train.ema_decay > 0)
 
     replicated = sharding.replicated(mesh)
-    target = checkpoint.abstract_state(jax.eval_shape(make_state, variable_shapes), replicated)
+    state_shapes = jax.eval_shape(make_state, variable_shapes)
+    state_sharding = sharding.state_sharding(state_shapes, mesh)
+    target = checkpoint.abstract_state(state_shapes, state_sharding)
     return RunSetup(
         task,
         mesh,
@@ -126,8 +132,9 @@ def setup_run(config: Any, workdir: str | os.PathLike, task: Task | None = None)
         jax.jit(
             functools.partial(task.init_variables, model, config=config), out_shardings=replicated
         ),
-        jax.jit(make_state, out_shardings=replicated),
+        jax.jit(make_state, out_shardings=state_sharding),
         target,
+        state_sharding,
     )
 
 
@@ -203,8 +210,10 @@ def make_train_step(
     info: TrainDataInfo,
     mesh: jax.sharding.Mesh,
     schedule: optim.Schedule | None = None,
+    state_sharding: Any = None,
 ):
-    """Jits the task's step: state replicated and donated, batch split on 'data'.
+    """Jits the task's step: state laid out by `state_sharding` (replicated when None) and
+    donated, batch split on 'data' (and 'fsdp').
 
     Args:
       task: the task module.
@@ -215,6 +224,7 @@ def make_train_step(
       mesh: device mesh.
       schedule: if given, metrics also carry 'lr_multiplier' = schedule(step) (computed on
         the device, so logging the lr costs no host-side work).
+      state_sharding: the TrainState's shardings (`RunSetup.state_sharding`).
 
     Returns:
       step(state, batch, root_key) -> (state, metrics), where the task sees the key
@@ -247,12 +257,13 @@ def make_train_step(
         return new_state, metrics
 
     replicated = sharding.replicated(mesh)
+    state_sharding = replicated if state_sharding is None else state_sharding
     # Optional task hook: XLA options the step needs (e.g. for remat to save memory on CPU).
     task_compiler_options = getattr(task, "compiler_options", None)
     return jax.jit(
         step,
-        in_shardings=(replicated, batch_sharding, replicated),
-        out_shardings=(replicated, replicated),
+        in_shardings=(state_sharding, batch_sharding, replicated),
+        out_shardings=(state_sharding, replicated),
         donate_argnums=0,
         compiler_options=task_compiler_options(config) if task_compiler_options else None,
     )
