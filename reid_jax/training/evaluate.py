@@ -15,6 +15,7 @@ import jax
 
 from reid_jax import config_lib, sharding
 from reid_jax.training import checkpoint, run_folder, run_setup
+from reid_jax.training import logging as run_logging
 from reid_jax.training.state import eval_variables
 
 
@@ -71,18 +72,19 @@ def evaluate_checkpoint(
     folder = checkpoint_to_evaluate(workdir, step=step, best=best)
     config = run_folder.load_config(workdir) if config is None else config
     config_lib.validate(config)
-    task = run_setup.resolve_task(config) if task is None else task
-    mesh = sharding.make_mesh(config.mesh)
-    run_setup.check_batch_sizes(config, mesh)
-    info = run_folder.load_data_info(workdir)
-    if info is None:  # runs from before data_info.json: the data facts come from the loader
-        _, info = task.make_train_data(
-            config, workdir, shard_index=jax.process_index(), shard_count=jax.process_count()
+    with run_logging.process_log_file(workdir):
+        task = run_setup.resolve_task(config) if task is None else task
+        mesh = sharding.make_mesh(config.mesh)
+        run_setup.check_batch_sizes(config, mesh)
+        info = run_folder.load_data_info(workdir)
+        if info is None:  # runs from before data_info.json: the data facts come from the loader
+            _, info = task.make_train_data(
+                config, workdir, shard_index=jax.process_index(), shard_count=jax.process_count()
+            )
+        model = task.create_model(config, info)
+        saved = checkpoint.restore_variables(folder, sharding.replicated(mesh))
+        variables = eval_variables(saved, use_ema=config.eval.use_ema)
+        metrics, _ = run_setup.run_evaluation(
+            task, model, variables, config, workdir, int(folder.name), mesh=mesh, info=info
         )
-    model = task.create_model(config, info)
-    saved = checkpoint.restore_variables(folder, sharding.replicated(mesh))
-    variables = eval_variables(saved, use_ema=config.eval.use_ema)
-    metrics, _ = run_setup.run_evaluation(
-        task, model, variables, config, workdir, int(folder.name), mesh=mesh, info=info
-    )
-    return metrics
+        return metrics
