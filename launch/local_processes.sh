@@ -106,11 +106,20 @@ signal_all() {  # signal every process group still running
   done
 }
 
+kill_all() {  # and wait until they are gone
+  local pid
+  signal_all KILL
+  for pid in "${running[@]}"; do
+    wait "${pid}" 2>/dev/null || true
+  done
+  running=()
+}
+
 # shellcheck disable=SC2317  # run by the trap below
 on_signal() {
   if [ "${stop_requested}" = 1 ]; then
     echo "$0: killing every process" >&2
-    signal_all KILL
+    kill_all
     exit 130
   fi
   stop_requested=1
@@ -118,7 +127,7 @@ on_signal() {
   signal_all TERM
 }
 trap on_signal INT TERM
-trap 'signal_all KILL' EXIT  # nothing outlives the launcher
+trap kill_all EXIT  # nothing outlives the launcher
 
 for ((i = 0; i < num_processes; i++)); do
   out="${workdir}/logs/process_${i}.out"
@@ -147,7 +156,7 @@ while [ "${#running[@]}" -gt 0 ]; do
   finished=""
   code=0
   wait -n -p finished "${running[@]}" || code=$?
-  [ -n "${finished}" ] || continue  # a signal interrupted the wait; on_signal has run
+  [ -n "${finished:-}" ] || continue  # a signal interrupted the wait; on_signal has run
   remaining=()
   for pid in "${running[@]}"; do
     if [ "${pid}" != "${finished}" ]; then remaining+=("${pid}"); fi
@@ -157,9 +166,7 @@ while [ "${#running[@]}" -gt 0 ]; do
     echo "$0: process ${process_of[${finished}]} (pid ${finished}) exited with status" \
       "${code}; killing the others" >&2
     status="${code}"
-    signal_all KILL
-    for pid in "${running[@]}"; do wait "${pid}" 2>/dev/null || true; done
-    running=()
+    kill_all
     break
   fi
 done
