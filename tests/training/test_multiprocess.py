@@ -136,6 +136,7 @@ def _check_only_process_0_writes_results(tmp_path: Path, workdir: Path, name: st
     }
     assert {"metrics.jsonl", "config.json", "eval/metrics.json"} <= results
     assert any(p.startswith("tensorboard/") for p in results)
+    assert any(p.startswith("eval/rank_list") and p.endswith(".png") for p in results)
     assert results <= _writes(tmp_path, name, 0)
     _check_process_1_writes_only_checkpoints_and_log(tmp_path, name)
 
