@@ -73,18 +73,23 @@ def evaluate_checkpoint(
     config = run_folder.load_config(workdir) if config is None else config
     config_lib.validate(config)
     with run_logging.process_log_file(workdir):
-        task = run_setup.resolve_task(config) if task is None else task
-        mesh = sharding.make_mesh(config.mesh)
-        run_setup.check_batch_sizes(config, mesh)
-        info = run_folder.load_data_info(workdir)
-        if info is None:  # runs from before data_info.json: the data facts come from the loader
-            _, info = task.make_train_data(
-                config, workdir, shard_index=jax.process_index(), shard_count=jax.process_count()
-            )
-        model = task.create_model(config, info)
-        saved = checkpoint.restore_variables(folder, sharding.replicated(mesh))
-        variables = eval_variables(saved, use_ema=config.eval.use_ema)
-        metrics, _ = run_setup.run_evaluation(
-            task, model, variables, config, workdir, int(folder.name), mesh=mesh, info=info
+        return _evaluate(workdir, folder, config, task)
+
+
+def _evaluate(workdir: Path, folder: Path, config: Any, task: Any) -> dict[str, Any]:
+    """`evaluate_checkpoint` once the checkpoint is found and the config checked."""
+    task = run_setup.resolve_task(config) if task is None else task
+    mesh = sharding.make_mesh(config.mesh)
+    run_setup.check_batch_sizes(config, mesh)
+    info = run_folder.load_data_info(workdir)
+    if info is None:  # runs from before data_info.json: the data facts come from the loader
+        _, info = task.make_train_data(
+            config, workdir, shard_index=jax.process_index(), shard_count=jax.process_count()
         )
-        return metrics
+    model = task.create_model(config, info)
+    saved = checkpoint.restore_variables(folder, sharding.replicated(mesh))
+    variables = eval_variables(saved, use_ema=config.eval.use_ema)
+    metrics, _ = run_setup.run_evaluation(
+        task, model, variables, config, workdir, int(folder.name), mesh=mesh, info=info
+    )
+    return metrics
