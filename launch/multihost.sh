@@ -16,6 +16,13 @@
 # Open MPI (OMPI_COMM_WORLD_RANK / OMPI_COMM_WORLD_SIZE; the coordinator must be given):
 #   mpirun -np 4 launch/multihost.sh --coordinator=node0:12345 train --config ... --workdir ...
 #
+# Cloud TPU VM pods (jax.distributed.initialize() reads all three from the TPU metadata;
+# launch/tpu_pod.sh runs this on every worker):
+#   launch/multihost.sh --auto_detect train --config ... --workdir ...
+#
+# Launchers: launch/local_processes.sh (N processes on one machine), launch/slurm.sbatch,
+# launch/tpu_pod.sh, launch/jobset.yaml (Kubernetes).
+#
 # REID_JAX_COORDINATOR, REID_JAX_NUM_PROCESSES and REID_JAX_PROCESS_ID, if already set, are
 # used as they are. Process 0 (coordinator_address's host) must be reachable on that port
 # from every process. Only process 0 writes metrics, eval files and pictures; every process
@@ -26,16 +33,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-  echo "usage: $0 [--coordinator=HOST:PORT] [--num_processes=N] [--process_id=I]" \
-    "{train|evaluate} --config FILE[:ARG] --workdir DIR [--config.x.y=v ...]" >&2
+  echo "usage: $0 [--coordinator=HOST:PORT] [--num_processes=N] [--process_id=I] |" \
+    "[--auto_detect] {train|evaluate} --config FILE[:ARG] --workdir DIR [--config.x.y=v ...]" >&2
   exit 2
 }
 
+auto_detect=0
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --coordinator=*) REID_JAX_COORDINATOR="${1#*=}" ;;
     --num_processes=*) REID_JAX_NUM_PROCESSES="${1#*=}" ;;
     --process_id=*) REID_JAX_PROCESS_ID="${1#*=}" ;;
+    --auto_detect) auto_detect=1 ;;
     -h | --help) usage ;;
     *) break ;;
   esac
@@ -47,7 +56,9 @@ if [ -n "${SLURM_PROCID:-}" ] && [ -n "${SLURM_NTASKS:-}" ]; then
   REID_JAX_PROCESS_ID="${REID_JAX_PROCESS_ID:-${SLURM_PROCID}}"
   REID_JAX_NUM_PROCESSES="${REID_JAX_NUM_PROCESSES:-${SLURM_NTASKS}}"
   if [ -z "${REID_JAX_COORDINATOR:-}" ]; then
-    first_node="$(scontrol show hostnames "${SLURM_JOB_NODELIST}" | head -n 1)"
+    # Not `| head -n 1`: under pipefail, scontrol would fail on the closed pipe (SIGPIPE).
+    first_node="$(scontrol show hostnames "${SLURM_JOB_NODELIST}")"
+    first_node="${first_node%%$'\n'*}"
     REID_JAX_COORDINATOR="${first_node}:${REID_JAX_PORT:-12345}"
   fi
 elif [ -n "${OMPI_COMM_WORLD_RANK:-}" ]; then
@@ -55,8 +66,9 @@ elif [ -n "${OMPI_COMM_WORLD_RANK:-}" ]; then
   REID_JAX_NUM_PROCESSES="${REID_JAX_NUM_PROCESSES:-${OMPI_COMM_WORLD_SIZE}}"
 fi
 for name in REID_JAX_COORDINATOR REID_JAX_NUM_PROCESSES REID_JAX_PROCESS_ID; do
-  if [ -z "${!name:-}" ]; then
-    echo "$0: ${name} is not set (give --coordinator/--num_processes/--process_id)" >&2
+  if [ "${auto_detect}" = 0 ] && [ -z "${!name:-}" ]; then
+    echo "$0: ${name} is not set (give --coordinator/--num_processes/--process_id," \
+      "or --auto_detect)" >&2
     usage
   fi
 done

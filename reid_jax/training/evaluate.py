@@ -15,6 +15,7 @@ import jax
 
 from reid_jax import config_lib, sharding
 from reid_jax.training import checkpoint, run_folder, run_setup
+from reid_jax.training import logging as run_logging
 from reid_jax.training.state import eval_variables
 
 
@@ -71,6 +72,12 @@ def evaluate_checkpoint(
     folder = checkpoint_to_evaluate(workdir, step=step, best=best)
     config = run_folder.load_config(workdir) if config is None else config
     config_lib.validate(config)
+    with run_logging.process_log_file(workdir):
+        return _evaluate(workdir, folder, config, task)
+
+
+def _evaluate(workdir: Path, folder: Path, config: Any, task: Any) -> dict[str, Any]:
+    """`evaluate_checkpoint` once the checkpoint is found and the config checked."""
     task = run_setup.resolve_task(config) if task is None else task
     run_setup.apply_matmul_precision(config)
     mesh = sharding.make_mesh(config.mesh)

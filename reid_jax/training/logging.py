@@ -1,23 +1,29 @@
-"""Metric output of a run: workdir/metrics.jsonl, TensorBoard events and atomic JSON files.
+"""Output of a run: workdir/metrics.jsonl, TensorBoard events, atomic JSON files, log files.
 
-Only process 0 writes; other processes get a writer whose methods do nothing.
+Only process 0 writes metrics; other processes get a writer whose methods do nothing. Every
+process writes its own log file, workdir/logs/process_<i>.log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
+import socket
+import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import jax
 from absl import logging as absl_logging
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+LOGS_DIR = "logs"
 
 
 class _QuietLibraries(logging.Filter):
@@ -32,6 +38,59 @@ def quiet_library_logs() -> None:
     handler = absl_logging.get_absl_handler()
     if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
         handler.addFilter(_QuietLibraries())
+
+
+def process_log_path(workdir: str | os.PathLike, process_index: int) -> Path:
+    """workdir/logs/process_<process_index>.log."""
+    return Path(workdir) / LOGS_DIR / f"process_{process_index}.log"
+
+
+@contextlib.contextmanager
+def process_log_file(workdir: str | os.PathLike) -> Iterator[Path]:
+    """Copies this process's log records into workdir/logs/process_<i>.log while it runs.
+
+    Every process of a multi-process run writes its own file, appended to by each command on
+    the run folder, so every host's log stays with the run whatever launched it. The console
+    keeps getting the same records. The file starts with where the process runs and ends with
+    the traceback of an exception that leaves the block (only in the file: the CLI reports
+    errors on the console itself).
+
+    Args:
+      workdir: the run folder (logs/ is created in it).
+
+    Yields:
+      The log file's path.
+    """
+    path = process_log_path(workdir, jax.process_index())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(absl_logging.PythonFormatter())
+    handler.addFilter(_QuietLibraries())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        devices = ", ".join(str(device) for device in jax.local_devices())
+        absl_logging.info(
+            "process %d of %d on %s (pid %d): %s",
+            *(jax.process_index(), jax.process_count(), socket.gethostname(), os.getpid(), devices),
+        )
+        yield path
+    except Exception:
+        handler.handle(
+            logging.LogRecord(
+                "reid_jax",
+                logging.ERROR,
+                __file__,
+                0,
+                "stopped by an exception",
+                (),
+                sys.exc_info(),
+            )
+        )
+        raise
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def _make_readable(path: str) -> None:

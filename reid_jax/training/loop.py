@@ -144,7 +144,7 @@ def train_and_evaluate(
     Args:
       config: the full config (validated here).
       workdir: run folder (created); holds config.json, data_info.json, metrics.jsonl,
-        checkpoints/, best/, eval/.
+        checkpoints/, best/, eval/ and logs/process_<i>.log (every process's log).
       task: task module; `TASKS[config.task]` when None.
 
     Returns:
@@ -158,18 +158,19 @@ def train_and_evaluate(
     workdir = Path(workdir)
     is_main = jax.process_index() == 0
     workdir.mkdir(parents=True, exist_ok=True)
-    manager = checkpoint.make_checkpoint_manager(workdir, config.checkpoint)
-    try:
-        start = _prepare_workdir(config, workdir, manager)
-        setup = setup_run(config, workdir, task)
-        if is_main:
-            run_folder.write_data_info(workdir, setup.info)
-        _check_select_metric(setup.task, config)
-        if start is not None and start >= setup.total_steps:
-            return _finish_completed_run(setup, config, workdir, manager, start)
-        return _train(setup, config, workdir, manager, start)
-    finally:
-        manager.close()
+    with run_logging.process_log_file(workdir):
+        manager = checkpoint.make_checkpoint_manager(workdir, config.checkpoint)
+        try:
+            start = _prepare_workdir(config, workdir, manager)
+            setup = setup_run(config, workdir, task)
+            if is_main:
+                run_folder.write_data_info(workdir, setup.info)
+            _check_select_metric(setup.task, config)
+            if start is not None and start >= setup.total_steps:
+                return _finish_completed_run(setup, config, workdir, manager, start)
+            return _train(setup, config, workdir, manager, start)
+        finally:
+            manager.close()
 
 
 def _check_select_metric(task: Task, config: Any) -> None:

@@ -50,3 +50,39 @@ def test_write_json_atomic_leaves_no_temporary(tmp_path):
         run_logging.write_json_atomic(path, {"bad": object()})
     assert json.loads(path.read_text()) == {"c": 2}  # old file intact, no temporary left
     assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]
+
+
+@pytest.fixture
+def info_logging():
+    """INFO records reach the handlers, as under the CLI (absl's default is WARNING)."""
+    from absl import logging as absl_logging
+
+    verbosity = absl_logging.get_verbosity()
+    absl_logging.set_verbosity(absl_logging.INFO)
+    yield
+    absl_logging.set_verbosity(verbosity)
+
+
+def test_process_log_file_holds_this_process_records_and_its_failure(
+    tmp_path, monkeypatch, info_logging
+):
+    from absl import logging as absl_logging
+
+    monkeypatch.setattr(run_logging.jax, "process_index", lambda: 1)
+    with run_logging.process_log_file(tmp_path) as path:
+        absl_logging.info("inside the run")
+    absl_logging.info("after the run")
+    assert path == tmp_path / "logs" / "process_1.log"
+    first = path.read_text()
+    assert "process 1 of 1 on" in first and "inside the run" in first
+    assert "after the run" not in first  # the handler is gone with the block
+    with pytest.raises(ZeroDivisionError):
+        with run_logging.process_log_file(tmp_path):
+            absl_logging.info("second command")
+            _ = 1 / 0
+    lines = path.read_text().splitlines()
+    assert lines[: len(first.splitlines())] == first.splitlines()  # appended, not replaced
+    second = "\n".join(lines[len(first.splitlines()) :])
+    assert "second command" in second
+    assert "stopped by an exception" in second and "ZeroDivisionError: division by zero" in second
+    assert [p.name for p in (tmp_path / "logs").iterdir()] == ["process_1.log"]

@@ -1,17 +1,17 @@
 """End-to-end multi-process training: 2 processes x 2 CPU devices, as a 2-host run would be.
 
-Both processes run `launch/multihost.sh ... train --config <task config>:smoke` against one
-workdir (a shared filesystem), talking through `jax.distributed` (gloo collectives on CPU), for
-SSAN and APTM pre-training. APTM's step compiles for a minute: on the resume, process 0 finds it
-in the persistent compilation cache (only process 0 writes it) while process 1 compiles, which
-is what `reid_jax.multihost.lockstep` must absorb (gloo gives up on a peer 30 s late).
+`launch/local_processes.sh --cpu_devices=2 2 train --config <task config>:smoke` starts both
+processes (each through `launch/multihost.sh`) against one workdir (a shared filesystem),
+talking through `jax.distributed` (gloo collectives on CPU), for SSAN and APTM pre-training.
+APTM's step compiles for a minute: on the resume, process 0 finds it in the persistent
+compilation cache (only process 0 writes it) while process 1 compiles, which is what
+`reid_jax.multihost.lockstep` must absorb (gloo gives up on a peer 30 s late).
 """
 
 import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +22,7 @@ import pytest
 from reid_jax import cli
 
 REPO = Path(__file__).resolve().parents[2]
+WRITE_AUDIT = Path(__file__).resolve().parent / "write_audit"  # its sitecustomize.py
 TIMEOUT_S = 240
 CONFIGS = ("configs/ssan.py:smoke", "configs/aptm.py:embedded_pretrain,smoke")
 
@@ -43,12 +44,6 @@ def test_distributed_arguments_from_environment(monkeypatch):
     monkeypatch.setenv("REID_JAX_PROCESS_ID", "three")
     with pytest.raises(cli.UsageError, match="REID_JAX_PROCESS_ID"):
         cli._distributed_arguments()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _environment(tmp_path: Path, devices: int) -> dict[str, str]:
@@ -83,7 +78,9 @@ def _wait_all(procs: list[subprocess.Popen], logs: list[Path]) -> None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
     if codes != [0] * len(procs):
-        tails = "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs)
+        tails = "\n".join(
+            f"--- {log}\n{log.read_text()[-3000:] if log.exists() else '(missing)'}" for log in logs
+        )
         pytest.fail(f"exit codes {codes} (None: timed out after {TIMEOUT_S} s)\n{tails}")
 
 
@@ -98,18 +95,56 @@ def _run_single(tmp_path: Path, config: str, workdir: Path, *overrides: str) -> 
 
 def _run_two_processes(
     tmp_path: Path, config: str, workdir: Path, name: str, *overrides: str
-) -> list[str]:
-    """Two processes with 2 CPU devices each through launch/multihost.sh; returns their logs."""
-    coordinator = f"127.0.0.1:{_free_port()}"
-    procs, logs = [], []
-    for process_id in range(2):
-        logs.append(tmp_path / f"{name}_{process_id}.log")
-        command = ["bash", "launch/multihost.sh", f"--coordinator={coordinator}"]
-        command += ["--num_processes=2", f"--process_id={process_id}"]
-        command += ["train", "--config", config, "--workdir", str(workdir), *overrides]
-        procs.append(_start(command, _environment(tmp_path, 2), logs[-1]))
-    _wait_all(procs, logs)
-    return [log.read_text() for log in logs]
+) -> tuple[str, list[str]]:
+    """Two processes with 2 CPU devices each through launch/local_processes.sh.
+
+    Each process records the files it writes under `workdir` (write_audit/sitecustomize.py)
+    in tmp_path/<name>_writes/process_<i>.txt.
+
+    Returns:
+      (what the launcher showed: process 0's output, [logs/process_<i>.out of this run]).
+    """
+    out_files = [workdir / "logs" / f"process_{i}.out" for i in range(2)]
+    before = [len(f.read_text()) if f.exists() else 0 for f in out_files]
+    env = _environment(tmp_path, 1)  # the launcher sets each process's device count
+    env.update(
+        PYTHONPATH=str(WRITE_AUDIT),
+        AUDIT_WRITES_UNDER=str(workdir),
+        AUDIT_WRITES_TO=str(tmp_path / f"{name}_writes"),
+    )
+    command = ["bash", "launch/local_processes.sh", "--cpu_devices=2", "2"]
+    command += ["train", "--config", config, "--workdir", str(workdir), *overrides]
+    shown = tmp_path / f"{name}_launcher.log"
+    _wait_all([_start(command, env, shown)], [shown, *out_files])
+    return shown.read_text(), [
+        f.read_text()[start:] for f, start in zip(out_files, before, strict=True)
+    ]
+
+
+def _writes(tmp_path: Path, name: str, process_id: int) -> set[str]:
+    """Paths (relative to the workdir) process `process_id` of run `name` wrote."""
+    return set((tmp_path / f"{name}_writes" / f"process_{process_id}.txt").read_text().split())
+
+
+def _check_only_process_0_writes_results(tmp_path: Path, workdir: Path, name: str) -> None:
+    """Metrics, TensorBoard, eval files, pictures and config files come from process 0 only;
+    process 1 writes nothing but its log and its parts of the checkpoints."""
+    results = {
+        str(p.relative_to(workdir))
+        for p in workdir.rglob("*")
+        if p.is_file() and p.relative_to(workdir).parts[0] not in ("checkpoints", "best", "logs")
+    }
+    assert {"metrics.jsonl", "config.json", "eval/metrics.json"} <= results
+    assert any(p.startswith("tensorboard/") for p in results)
+    assert any(p.startswith("eval/rank_list") and p.endswith(".png") for p in results)
+    assert results <= _writes(tmp_path, name, 0)
+    _check_process_1_writes_only_checkpoints_and_log(tmp_path, name)
+
+
+def _check_process_1_writes_only_checkpoints_and_log(tmp_path: Path, name: str) -> None:
+    second = _writes(tmp_path, name, 1)
+    outside = {p for p in second if p.split("/")[0] not in ("checkpoints", "best")}
+    assert outside == {"logs/process_1.log"}, outside
 
 
 def _train_records(workdir: Path) -> list[dict]:
@@ -137,15 +172,25 @@ def test_two_processes_match_one_process_and_resume(tmp_path, config):
     assert [r["step"] for r in expected] == [1, 2, 3]
 
     workdir = tmp_path / "multi"
-    logs = _run_two_processes(tmp_path, config, workdir, "first", "--config.train.num_steps=3")
+    shown, outs = _run_two_processes(
+        tmp_path, config, workdir, "first", "--config.train.num_steps=3"
+    )
     first = _train_records(workdir)
     # One writer: a second one would duplicate every line and TensorBoard file.
     assert [r["step"] for r in first] == [1, 2, 3]
     assert len(list((workdir / "tensorboard").iterdir())) == 1
     assert len((workdir / "eval" / "history.jsonl").read_text().splitlines()) == 1
     assert json.loads((workdir / "eval" / "metrics.json").read_text())["last"]["step"] == 3
-    # The results table is printed by process 0 only.
-    assert "text->image retrieval" in logs[0] and "text->image retrieval" not in logs[1]
+    # The results table is printed by process 0 only; the launcher shows process 0's output.
+    assert "text->image retrieval" in outs[0] and "text->image retrieval" not in outs[1]
+    assert "text->image retrieval" in shown
+    assert "] process 0 of 2 on" in shown and "] process 1 of 2 on" not in shown
+    _check_only_process_0_writes_results(tmp_path, workdir, "first")
+    # Each process's own log in the run folder, starting with where it ran.
+    for process_id in range(2):
+        log = (workdir / "logs" / f"process_{process_id}.log").read_text()
+        assert log.startswith("I") and f"] process {process_id} of 2 on " in log.splitlines()[0]
+        assert "train_step compiled; waiting for every process" in log
     # Each process saved its own data-iterator position.
     data_dir = workdir / "checkpoints" / "2" / "data"
     assert {p.name for p in data_dir.glob("process_*.json")} == {
@@ -156,8 +201,13 @@ def test_two_processes_match_one_process_and_resume(tmp_path, config):
     # A crash after the step-2 save: the final checkpoint never got written. The same command
     # resumes from step 2 (state and both processes' data iterators) and redoes step 3.
     shutil.rmtree(workdir / "checkpoints" / "3")
-    logs = _run_two_processes(tmp_path, config, workdir, "resume", "--config.train.num_steps=3")
-    assert all("resumed from step 2 of 3" in log for log in logs)
+    _, outs = _run_two_processes(tmp_path, config, workdir, "resume", "--config.train.num_steps=3")
+    assert all("resumed from step 2 of 3" in out for out in outs)
+    for process_id in range(2):  # appended to by the resumed run
+        log = (workdir / "logs" / f"process_{process_id}.log").read_text()
+        assert log.count(f"] process {process_id} of 2 on ") == 2
+        assert "resumed from step 2 of 3" in log
+    _check_process_1_writes_only_checkpoints_and_log(tmp_path, "resume")
     resumed = _train_records(workdir)
     assert [r["step"] for r in resumed] == [1, 2, 3]
     assert resumed[:2] == first[:2]  # steps 1-2 kept as they were, not re-run
