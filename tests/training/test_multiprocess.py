@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -220,3 +221,18 @@ def test_two_processes_match_one_process_and_resume(tmp_path, config):
     got = np.array([[r[k] for k in names] for r in resumed])
     want = np.array([[r[k] for k in names] for r in expected])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=str(names))
+
+    # What 2 processes x 2 devices wrote restores in this 1 process x 8 devices, equal to the
+    # single-process run's step-3 state (another process count and device count).
+    from reid_jax import sharding
+    from reid_jax.training import checkpoint
+
+    on_eight = sharding.replicated(
+        sharding.make_mesh({"axis_names": ("data",), "axis_sizes": (-1,)})
+    )
+    restored = checkpoint.restore_variables(workdir / "checkpoints" / "3", on_eight)
+    single = checkpoint.restore_variables(reference / "checkpoints" / "3", on_eight)
+    assert len(jax.tree.leaves(restored)) == len(jax.tree.leaves(single)) > 0
+    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(single), strict=True):
+        assert len(a.sharding.device_set) == 8
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
