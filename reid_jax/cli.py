@@ -4,7 +4,7 @@
     reid-jax evaluate --workdir DIR [--best | --step N] [--config.eval.x=v ...]
     reid-jax evaluate --features FILE.npz --workdir OUT [--rerank]
     reid-jax import-weights --kind KIND --input FILE --config FILE[:ARG] --workdir OUT
-    reid-jax export --workdir RUN --out BUNDLE [--best | --step N]
+    reid-jax export --workdir RUN --out BUNDLE [--best | --step N] [--onnx]
     reid-jax index --bundle BUNDLE --images DIR --index INDEX
     reid-jax search --index INDEX (--text T | --attributes A | --image FILE) [--top-k K]
     reid-jax serve --index INDEX [--host 127.0.0.1] [--port 8000] [--bundle BUNDLE]
@@ -139,6 +139,11 @@ def _build_parser() -> _Parser:
     which = exports.add_mutually_exclusive_group()
     which.add_argument("--best", action="store_true", help="the best evaluation's checkpoint")
     which.add_argument("--step", type=int, help="this checkpoint step (default: the latest)")
+    exports.add_argument(
+        "--onnx",
+        action="store_true",
+        help="also write each image encoder as ONNX, checked with onnxruntime ('onnx' extra)",
+    )
 
     index = commands.add_parser("index", help=COMMANDS["index"][0], epilog=COMMANDS["index"][1])
     index.add_argument("--bundle", required=True, help="an exported bundle (reid-jax export)")
@@ -305,7 +310,11 @@ def _export(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
     _refuse_overrides("export", overrides)
     from reid_jax.export.run_export import export_run
 
-    out = export_run(args.workdir, args.out, step=args.step, best=args.best)
+    out = export_run(args.workdir, args.out, step=args.step, best=args.best, onnx=args.onnx)
+    if args.onnx:
+        from reid_jax.export.onnx import summary_lines
+
+        print("\n".join(summary_lines(out)))
     print(
         f"exported {args.workdir} into {out}; load it with reid_jax.inference.load_bundle",
         flush=True,
@@ -400,6 +409,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean bad input, not a bug: printed as one line."""
     from reid_jax.config_lib import ConfigError
     from reid_jax.data.errors import DatasetFormatError
+    from reid_jax.export.onnx import OnnxNotInstalledError
     from reid_jax.export.run_export import NotExportableError
     from reid_jax.inference import BundleError
     from reid_jax.inference.approximate import ApproximateIndexError
@@ -417,6 +427,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         InitFromError,
         WeightsError,
         NotExportableError,
+        OnnxNotInstalledError,
         BundleError,
         IndexFormatError,
         AttributeQueryError,

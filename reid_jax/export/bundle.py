@@ -9,6 +9,8 @@ A bundle is a folder (written under a temporary name, then renamed into place):
     <encoder>.jaxexport  `jax.export` serialisation, lowered for CPU and CUDA, called as
                        `f(variables, *inputs)`; every encoder takes a symbolic batch
     vocab.txt etc.     the run's vocabulary files, when the task has them
+    <encoder>.onnx     with `onnx=True`, each image encoder as ONNX, checked with onnxruntime
+                       (`reid_jax.export.onnx`; bundle.json says per encoder why where not)
 
 `reid_jax.inference.load_bundle` reads one without any model code. A task contributes its
 encoders through `export_encoders(model, config, info) -> {name: Encoder}`: images go in as
@@ -32,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import export as jax_export
 
+from reid_jax.export import onnx as onnx_export
 from reid_jax.weights.flat import flatten_variables
 
 FORMAT_VERSION = 1
@@ -92,6 +95,7 @@ def write_bundle(
     config: dict[str, Any],
     preprocessing: dict[str, Any],
     files: Sequence[str | os.PathLike] = (),
+    onnx: bool = False,
 ) -> Path:
     """Exports every encoder and writes the bundle folder atomically.
 
@@ -103,16 +107,21 @@ def write_bundle(
       config: the run's config as JSON-able dict.
       preprocessing: facts a caller needs before `encode_image` (image_size, resize, ...).
       files: extra files copied in (vocabularies).
+      onnx: also write each image encoder as `<name>.onnx`, checked with onnxruntime; its
+        manifest entry gets "onnx" (file and measured error, or the reason it failed).
 
     Returns:
       The bundle path.
 
     Raises:
       FileExistsError: `out` exists.
+      OnnxNotInstalledError: `onnx` without jax2onnx and onnxruntime installed.
     """
     out = Path(out)
     if out.exists():
         raise FileExistsError(f"{out}: already exists; choose a new bundle folder")
+    if onnx:
+        onnx_export.require_onnx()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -135,6 +144,9 @@ def write_bundle(
                 "inputs": [{"name": n, "dtype": d, "shape": list(s)} for n, d, s in encoder.inputs],
                 "outputs": sorted(outputs),
             }
+            if onnx and onnx_export.is_image_encoder(encoder):
+                entry = onnx_export.write_onnx(encoder, variables, tmp, name)
+                manifest["encoders"][name]["onnx"] = entry
         np.savez(tmp / PARAMS_FILE, **flatten_variables(variables))
         for path in files:
             shutil.copyfile(path, tmp / Path(path).name)

@@ -34,13 +34,16 @@ def export_run(
     *,
     step: int | None = None,
     best: bool = False,
+    onnx: bool = False,
 ) -> Path:
-    """Writes the bundle of a run's checkpoint; returns its path.
+    """Writes the bundle of a run's checkpoint (with `onnx`, also its image encoders as
+    checked ONNX files); returns its path.
 
     Raises:
       NoCheckpointError: no such checkpoint.
       NotExportableError: the task defines no `export_encoders`.
       FileExistsError: `out` exists.
+      OnnxNotInstalledError: `onnx` without the `onnx` extra.
     """
     workdir = Path(workdir)
     folder = checkpoint_to_evaluate(workdir, step=step, best=best)
@@ -55,7 +58,7 @@ def export_run(
     model = task.create_model(config, info)
     variables = eval_variables(checkpoint.restore_variables(folder), use_ema=config.eval.use_ema)
     files = sorted({p for pattern in VOCABULARY_PATTERNS for p in workdir.glob(pattern)})
-    return write_task_bundle(out, task, model, variables, config, info, files=files)
+    return write_task_bundle(out, task, model, variables, config, info, files=files, onnx=onnx)
 
 
 def write_task_bundle(
@@ -67,9 +70,11 @@ def write_task_bundle(
     info: Any,
     *,
     files: Sequence[str | os.PathLike] = (),
+    onnx: bool = False,
 ) -> Path:
     """The bundle of a task's model: its `export_encoders` and `export_preprocessing`, the
-    variables (empty collections left out) and the config as config.json holds it."""
+    variables (empty collections left out) and the config as config.json holds it; `onnx`
+    as in `write_bundle`."""
     return write_bundle(
         out,
         task=config.task,
@@ -78,4 +83,5 @@ def write_task_bundle(
         config=run_folder.config_as_dict(config),
         preprocessing=task.export_preprocessing(config, info),
         files=files,
+        onnx=onnx,
     )

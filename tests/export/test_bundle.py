@@ -3,6 +3,7 @@
 
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -222,11 +223,12 @@ def test_bundle_inputs_are_checked_and_the_folder_is_never_half_written(tmp_path
 
 
 @pytest.mark.slow
-def test_export_command_reproduces_the_runs_evaluation_features(tmp_path):
-    """reid-jax train (AlignedReID smoke) -> reid-jax export -> embeddings of the run's
+def test_export_command_reproduces_the_runs_evaluation_features(tmp_path, capsys):
+    """reid-jax train (AlignedReID smoke) -> reid-jax export --onnx -> embeddings of the run's
     gallery images, host-resized as the evaluation does, equal the run's saved evaluation
-    features (normalised) within 1e-5."""
+    features (normalised) within 1e-5, and within 1e-4 from the ONNX file under onnxruntime."""
     import ml_collections
+    import onnxruntime
 
     from reid_jax.evaluation.features_file import load_features
     from reid_jax.inference import load_bundle
@@ -251,7 +253,10 @@ def test_export_command_reproduces_the_runs_evaluation_features(tmp_path):
     config.eval.rerank = False
     config.checkpoint.async_save = False
     loop.train_and_evaluate(config, run)
-    assert cli.main(["export", "--workdir", str(run), "--out", str(out)]) == 0
+    assert cli.main(["export", "--workdir", str(run), "--out", str(out), "--onnx"]) == 0
+    assert re.search(
+        r"^onnx: encode_image.onnx \(max \|diff\| \S+ vs jax\)$", capsys.readouterr().out, re.M
+    )
     bundle = load_bundle(out)
     assert bundle.task == "alignedreid"
     size = tuple(bundle.preprocessing["image_size"])
@@ -261,3 +266,6 @@ def test_export_command_reproduces_the_runs_evaluation_features(tmp_path):
     got = bundle.encode("encode_image", images)["embedding"]
     want = _unit(features.gallery_features["global"][: len(paths)])
     np.testing.assert_allclose(got, want, atol=1e-5)
+    session = onnxruntime.InferenceSession(str(out / "encode_image.onnx"))
+    (onnx_got,) = session.run(["embedding"], {"image": images})
+    np.testing.assert_allclose(onnx_got, want, atol=1e-4)
