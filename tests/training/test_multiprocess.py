@@ -222,8 +222,10 @@ def test_two_processes_match_one_process_and_resume(tmp_path, config):
     want = np.array([[r[k] for k in names] for r in expected])
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=str(names))
 
-    # What 2 processes x 2 devices wrote restores in this 1 process x 8 devices, equal to the
-    # single-process run's step-3 state (another process count and device count).
+    # What 2 processes x 2 devices wrote restores in this 1 process x 8 devices (another
+    # process count and device count): exactly the saved values (as read to the host), and
+    # close to the single-process run's step-3 state (Adam amplifies the summation-order
+    # differences that the metrics show at 1e-4).
     from reid_jax import sharding
     from reid_jax.training import checkpoint
 
@@ -231,8 +233,11 @@ def test_two_processes_match_one_process_and_resume(tmp_path, config):
         sharding.make_mesh({"axis_names": ("data",), "axis_sizes": (-1,)})
     )
     restored = checkpoint.restore_variables(workdir / "checkpoints" / "3", on_eight)
-    single = checkpoint.restore_variables(reference / "checkpoints" / "3", on_eight)
+    on_host = checkpoint.restore_variables(workdir / "checkpoints" / "3")
+    single = checkpoint.restore_variables(reference / "checkpoints" / "3")
     assert len(jax.tree.leaves(restored)) == len(jax.tree.leaves(single)) > 0
-    for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(single), strict=True):
+    leaves = zip(*(jax.tree.leaves(t) for t in (restored, on_host, single)), strict=True)
+    for a, host, b in leaves:
         assert len(a.sharding.device_set) == 8
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(a), host)
+        np.testing.assert_allclose(host, b, rtol=1e-2, atol=1e-3)
