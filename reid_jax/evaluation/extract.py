@@ -49,8 +49,9 @@ def extract_features(
     variables: Any,
     batches: Iterable[Mapping[str, np.ndarray]],
     mesh: jax.sharding.Mesh,
+    desc: str = "encode",
 ) -> Any:
-    """Encodes padded batches and keeps the valid rows.
+    """Encodes padded batches and keeps the valid rows (a progress bar on process 0).
 
     Every batch is a full global batch (identical on every process) with a bool 'mask'
     [b] (False on padding rows); b must be divisible by the data-parallel size. Results stay
@@ -61,13 +62,21 @@ def extract_features(
       variables: model variables (replicated).
       batches: iterable of dicts of host arrays, each with 'mask'.
       mesh: the device mesh.
+      desc: the progress bar's label.
 
     Returns:
       The encoder's output pytree, each leaf a host array [N_valid, ...].
     """
+    from tqdm import tqdm
+
     outputs, masks = [], []
     shards = sharding.data_parallel_size(mesh)
-    for batch in batches:
+    total = len(batches) if hasattr(batches, "__len__") else None
+    bar = tqdm(
+        batches, total=total, desc=desc, unit="batch", leave=False, dynamic_ncols=True,
+        disable=jax.process_index() != 0,
+    )  # fmt: skip
+    for batch in bar:
         batch = dict(batch)
         if len(batch["mask"]) % shards:
             raise ValueError(
