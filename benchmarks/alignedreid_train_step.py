@@ -136,7 +136,7 @@ def measure(
     # This process's share of the global batch (all of it with one process).
     host_batch = random_batch(config, batch_size // jax.process_count(), np.random.default_rng(0))
     batch = sharding.host_batch_to_global(host_batch, mesh)
-    root_key = sharding.replicate(jax.random.key(1), mesh)
+    root_key = step_timing.replicated_key(1, mesh)
     start = time.perf_counter()
     compiled = step.lower(state, batch, root_key).compile()
     compile_seconds = time.perf_counter() - start

@@ -243,7 +243,7 @@ def measure(
     batch = sharding.host_batch_to_global(
         random_batch(config, batch_size // jax.process_count(), prompt_ids(), data_rng), mesh
     )
-    key = jax.device_put(jax.random.key(1), sharding.replicated(mesh))
+    key = step_timing.replicated_key(1, mesh)
     start = time.perf_counter()
     compiled = step.lower(state, batch, key).compile()  # jit carries aptm.compiler_options
     compile_seconds = time.perf_counter() - start

@@ -173,7 +173,7 @@ def measure(
         config, batch_size // jax.process_count(), num_classes, np.random.default_rng(0)
     )
     batch = sharding.host_batch_to_global(host_batch, mesh)
-    key = jax.device_put(jax.random.key(1), sharding.replicated(mesh))
+    key = step_timing.replicated_key(1, mesh)
     start = time.perf_counter()
     options = ssan.compiler_options(config) if cpu_remat_options else None
     compiled = step.lower(state, batch, key).compile(compiler_options=options)

@@ -14,6 +14,8 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 # Dense (no structured sparsity) peak FLOP/s per device for MFU, from the vendor datasheet
 # dense figures (NVIDIA H100 / H200 / A100 Tensor Core GPU datasheets; the datasheets print the
@@ -124,6 +126,12 @@ def time_steps(
     return state, metrics, times
 
 
+def replicated_key(seed: int, mesh: jax.sharding.Mesh) -> jax.Array:
+    """A PRNG key replicated on `mesh`, made by a jitted function: `device_put` of a host key
+    onto a mesh spanning several processes is an error (as in `training.loop`)."""
+    return jax.jit(lambda: jax.random.key(seed), out_shardings=NamedSharding(mesh, P()))()
+
+
 def host_scalar(value: jax.Array) -> float:
     """A replicated [] array as a Python float, also where other processes hold copies of it
     (a multi-process array is not fully addressable, so `float()` of it fails)."""
@@ -137,9 +145,9 @@ def device_description() -> str:
 
 
 def device_peak_memory_gib() -> float | None:
-    """Peak bytes in use on device 0 since the process started, GiB; None where the runtime
-    keeps no statistics (the CPU client)."""
-    stats = jax.devices()[0].memory_stats() or {}
+    """Peak bytes in use on this process's first device since it started, GiB; None where the
+    runtime keeps no statistics (the CPU client)."""
+    stats = jax.local_devices()[0].memory_stats() or {}
     peak = stats.get("peak_bytes_in_use")
     return None if peak is None else round(peak / 2**30, 2)
 
