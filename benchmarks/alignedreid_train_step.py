@@ -166,6 +166,7 @@ def measure(
         "images_per_second": round(batch_size / seconds, 2),
         "tflop_per_step": step_timing.significant(flops / 1e12),
         "flop_note": step_timing.flop_note(loops, rng_loops),
+        "all_reduce_ops": step_timing.all_reduce_ops(compiled),
         "temp_memory_gib": round(temp_gib, 2),
         "argument_memory_gib": round(argument_gib, 2),
         "peak_rss_gib": round(step_timing.peak_rss_gib(), 2),

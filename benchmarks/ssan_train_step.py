@@ -202,6 +202,7 @@ def measure(
         "xla_tflop_per_step": step_timing.significant(xla_flops / 1e12),
         "flop_note": "XLA's count + the BiLSTM recurrent matmuls of the T - 1 scan steps it "
         "counts once (recurrent_flops_not_counted)",
+        "all_reduce_ops": step_timing.all_reduce_ops(compiled),
         "temp_memory_gib": round(temp_gib, 2),
         "argument_memory_gib": round(argument_gib, 2),
     }

@@ -86,6 +86,16 @@ def flop_note(loops: int, rng_loops: int) -> str:
     return f"XLA counts a while-loop body once: {loops - rng_loops} non-RNG loops, count may be low"
 
 
+def all_reduce_ops(compiled: Any) -> int:
+    """All-reduce ops in the optimised HLO (after XLA combined what it combines); -1 without
+    HLO text. Each is one collective call per step across the devices or processes."""
+    try:
+        text = compiled.as_text() or ""
+    except Exception:  # some backends keep no text
+        return -1
+    return len(re.findall(r"\sall-reduce(?:-start)?\(", text))
+
+
 def memory_gib(compiled: Any) -> tuple[float, float]:
     """(temporary buffers, arguments) of a compiled function's XLA buffer plan, GiB."""
     memory = compiled.memory_analysis()
