@@ -169,3 +169,29 @@ def test_a_crashed_group_records_its_exit_code_and_log(tmp_path):
 )
 def test_peak_flops_by_device_kind(kind, dtype, peak):
     assert step_timing.peak_flops(dtype, kind) == peak
+
+
+def test_full_mode_builds_the_paper_configs_in_both_dtypes():
+    """The full mode's configs and shared inits, without compiling (full size: shapes only)."""
+    from reid_jax import sharding
+
+    args = type("Args", (), {"steps": 10, "step_budget_s": 10.0})()
+    paper = {
+        "ssan": ((384, 128), 64, "all"),
+        "alignedreid": ((256, 128), 128, None),
+        # On a CPU the APTM batch defaults to aptm_train_step.CPU_BATCH (a GPU: 120 per device).
+        "aptm": ((384, 128), 8, True),
+    }
+    for model, (image_size, batch, remat) in paper.items():
+        mesh = sharding.make_mesh({"axis_names": ("data",), "axis_sizes": (-1,)})
+        init, configs, measures = gpu_suite._train_measures(model, False, args, mesh)
+        assert sorted(configs) == sorted(measures) == ["bfloat16", "float32"]
+        for dtype, config in configs.items():
+            assert config.model.dtype == dtype
+            assert tuple(config.data.image_size) == image_size
+            assert config.train.batch_size == batch
+            if remat is not None:
+                assert config.model.remat == remat
+        state = jax.eval_shape(init, jax.random.key(0))
+        dtypes = {leaf.dtype for leaf in jax.tree.leaves(state.params)}
+        assert dtypes == {jax.numpy.dtype("float32")}, (model, dtypes)
