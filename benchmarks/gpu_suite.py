@@ -151,9 +151,10 @@ def _recorder(out_path: str) -> Callable[[str, Callable[[], dict]], None]:
     return record
 
 
-def _train_measures(model: str, tiny: bool, args: Any, mesh: Any):
-    """(init shared by every item, {dtype: config}, {dtype: () -> train-step result})."""
+def _train_measures(model: str, tiny: bool, args: Any):
+    """(mesh, init shared by every item, {dtype: config}, {dtype: () -> train-step result})."""
     from benchmarks import alignedreid_train_step, aptm_train_step, ssan_train_step
+    from reid_jax import sharding
 
     arg = CONFIG_ARGS[tiny][model]
     steps, budget = (1 if tiny else args.steps), args.step_budget_s
@@ -161,6 +162,7 @@ def _train_measures(model: str, tiny: bool, args: Any, mesh: Any):
         variant = arg.split(",")[0]
         loaded = {dtype: aptm_train_step.load_config(arg, 0, dtype=dtype) for dtype in DTYPES}
         configs = {dtype: config for dtype, (config, _) in loaded.items()}
+        mesh = sharding.make_mesh(configs["float32"].mesh)
         init = aptm_train_step.make_init(configs["float32"], variant, mesh)
         measures = {
             dtype: lambda dtype=dtype: aptm_train_step.measure(
@@ -174,10 +176,11 @@ def _train_measures(model: str, tiny: bool, args: Any, mesh: Any):
             )
             for dtype in DTYPES
         }
-        return init, configs, measures
+        return mesh, init, configs, measures
     module = ssan_train_step if model == "ssan" else alignedreid_train_step
     classes = NUM_CLASSES[tiny][model]
     configs = {dtype: module.load_config(arg, dtype=dtype) for dtype in DTYPES}
+    mesh = sharding.make_mesh(configs["float32"].mesh)
     init = module.make_init(configs["float32"], classes, mesh)
     measures = {
         dtype: lambda dtype=dtype: module.measure(
@@ -185,7 +188,7 @@ def _train_measures(model: str, tiny: bool, args: Any, mesh: Any):
         )
         for dtype in DTYPES
     }
-    return init, configs, measures
+    return mesh, init, configs, measures
 
 
 def _measure_model(model: str, tiny: bool, args: Any, record: Callable) -> None:
@@ -195,12 +198,10 @@ def _measure_model(model: str, tiny: bool, args: Any, record: Callable) -> None:
     import jax
 
     from benchmarks import eval_throughput
-    from reid_jax import sharding
     from reid_jax.training.state import model_variables
 
     arg = CONFIG_ARGS[tiny][model]
-    mesh = sharding.make_mesh(eval_throughput.load_model(model, arg)[0].mesh)
-    init, configs, train_measures = _train_measures(model, tiny, args, mesh)
+    mesh, init, configs, train_measures = _train_measures(model, tiny, args)
     eval_model = None
     for item in next(g.items for g in GROUPS if g.name == model):
         kind = item.split("_")[-1]

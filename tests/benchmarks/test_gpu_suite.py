@@ -173,8 +173,6 @@ def test_peak_flops_by_device_kind(kind, dtype, peak):
 
 def test_full_mode_builds_the_paper_configs_in_both_dtypes():
     """The full mode's configs and shared inits, without compiling (full size: shapes only)."""
-    from reid_jax import sharding
-
     args = type("Args", (), {"steps": 10, "step_budget_s": 10.0})()
     paper = {
         "ssan": ((384, 128), 64, "all"),
@@ -183,8 +181,8 @@ def test_full_mode_builds_the_paper_configs_in_both_dtypes():
         "aptm": ((384, 128), 8, True),
     }
     for model, (image_size, batch, remat) in paper.items():
-        mesh = sharding.make_mesh({"axis_names": ("data",), "axis_sizes": (-1,)})
-        init, configs, measures = gpu_suite._train_measures(model, False, args, mesh)
+        mesh, init, configs, measures = gpu_suite._train_measures(model, False, args)
+        assert mesh.shape["data"] == jax.device_count()
         assert sorted(configs) == sorted(measures) == ["bfloat16", "float32"]
         for dtype, config in configs.items():
             assert config.model.dtype == dtype
