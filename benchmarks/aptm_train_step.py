@@ -32,8 +32,8 @@ Usage (from the repository root):
 from __future__ import annotations
 
 import json
-import re
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -56,33 +56,38 @@ VOCAB_SIZE = 30522
 PAD_ID, CLS_ID, SEP_ID = 0, 101, 102
 NUM_PROMPTS, PROMPT_TOKENS, NUM_ATTRIBUTES = 54, 10, 27  # MALS prompt set (aptm §2.2)
 
-_VARIANT = flags.DEFINE_enum(
-    "variant", "cuhk_pedes", list(DATA_SIZES), "Variant of configs/aptm.py."
-)
-_STEPS = flags.DEFINE_integer("steps", 3, "Timed steps after the first (warm-up) one.")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", list(config_lib.DTYPES), "model.dtype.")
-_BATCH = flags.DEFINE_integer(
-    "batch_size",
-    0,
-    f"Global batch; 0 = as large as fits: {CPU_BATCH} on a CPU (the 24 GiB machine), else "
-    "loss.group_size (the reference per-GPU batch) per device.",
-)
-_REMAT = flags.DEFINE_bool("remat", None, "model.remat (default: the config's, True).")
-_COMPILE_ONLY = flags.DEFINE_bool(
-    "compile_only", False, "Stop after compiling (compile time and XLA's memory estimate)."
-)
+
+CONFIG_FILE = Path(__file__).resolve().parents[1] / "configs" / "aptm.py"
 
 
-def load_config(variant: str, batch_size: int):
-    """configs/aptm.py's config for `variant` at `batch_size`, with `group_size` <= batch.
+def default_batch_size(arg: str) -> int:
+    """The batch of `--batch_size=0`: the smoke config's own with 'smoke' in `arg`, else
+    CPU_BATCH on a CPU and loss.group_size (the reference per-GPU batch) per device elsewhere."""
+    config = config_lib.load_config_file(f"{CONFIG_FILE}:{arg}")
+    if "smoke" in arg.split(","):
+        return config.train.batch_size
+    if jax.devices()[0].platform == "cpu":
+        return CPU_BATCH
+    return config.loss.group_size * jax.device_count()
+
+
+def load_config(arg: str, batch_size: int, dtype: str = "float32", remat: bool | None = None):
+    """configs/aptm.py's config for `arg` at `batch_size`, with `group_size` <= batch.
+
+    Args:
+      arg: the config argument, a variant of DATA_SIZES (+ ',smoke').
+      batch_size: global batch; 0 = `default_batch_size(arg)`.
+      dtype: model.dtype.
+      remat: model.remat; None keeps the config's.
 
     Returns:
       (config, note on the group size or None).
     """
-    config = config_lib.load_config_file(f"configs/aptm.py:{variant}")
-    config.model.dtype = _DTYPE.value
-    if _REMAT.value is not None:
-        config.model.remat = _REMAT.value
+    batch_size = batch_size or default_batch_size(arg)
+    config = config_lib.load_config_file(f"{CONFIG_FILE}:{arg}")
+    config.model.dtype = dtype
+    if remat is not None:
+        config.model.remat = remat
     config.train.batch_size = batch_size
     note = None
     if batch_size < config.loss.group_size:
@@ -92,7 +97,7 @@ def load_config(variant: str, batch_size: int):
         )
         config.loss.group_size = batch_size
     elif batch_size % config.loss.group_size:
-        raise app.UsageError(f"loss.group_size {config.loss.group_size} must divide the batch")
+        raise ValueError(f"loss.group_size {config.loss.group_size} must divide the batch")
     return config, note
 
 
@@ -164,59 +169,68 @@ def data_info(variant: str, batch_size: int, prompt_ids: np.ndarray) -> TrainDat
     )
 
 
-# Random-number code: jax rolls threefry's rounds into a while loop (integer hashing only).
-RNG_OP = re.compile(r"threefry|_uniform|_bernoulli|_gumbel|random_bits")
+def prompt_ids() -> np.ndarray:
+    """The random MALS-sized prompt set [NUM_PROMPTS, PROMPT_TOKENS] int32 of every batch."""
+    return random_captions(np.random.default_rng(0), NUM_PROMPTS, PROMPT_TOKENS, 3)[0]
 
 
-def while_loops(compiled) -> tuple[int, int]:
-    """(while ops in the optimised HLO, those of random-number generation); (-1, -1) without
-    HLO text."""
-    try:
-        text = compiled.as_text()
-    except Exception:  # some backends keep no text
-        return -1, -1
-    loops = [line for line in (text or "").splitlines() if re.search(r"\swhile\(", line)]
-    return len(loops), sum(bool(RNG_OP.search(line)) for line in loops)
-
-
-def flop_note(loops: int, rng_loops: int) -> str:
-    """How far XLA's FLOP count can be trusted, from the step's while loops."""
-    if loops == rng_loops:
-        return (
-            f"XLA's count, uncorrected: no scan/while over layers; the {loops} while loops are "
-            "jax's rolled threefry rounds (integer hashing for dropout/sampling, counted once)"
-        )
-    return f"XLA counts a while-loop body once: {loops - rng_loops} non-RNG loops, count may be low"
-
-
-def main(argv):
-    del argv
-    platform = jax.devices()[0].platform
-    batch_size = _BATCH.value
-    if not batch_size:
-        per_device = config_lib.load_config_file(f"configs/aptm.py:{_VARIANT.value}").loss
-        batch_size = CPU_BATCH if platform == "cpu" else per_device.group_size * jax.device_count()
-    config, group_note = load_config(_VARIANT.value, batch_size)
-    data_rng = np.random.default_rng(0)
-    prompt_ids, _ = random_captions(data_rng, NUM_PROMPTS, PROMPT_TOKENS, 3)
-    info = data_info(_VARIANT.value, batch_size, prompt_ids)
-    mesh = sharding.make_mesh(config.mesh)
+def step_parts(config, variant: str):
+    """(data facts, model, optimizer, lr schedule) of the step for `config`; nothing compiled."""
+    info = data_info(variant, config.train.batch_size, prompt_ids())
     model = aptm.create_model(config, info)
-    replicated = sharding.replicated(mesh)
-    rng = jax.random.key(config.seed)
-    shapes = jax.eval_shape(lambda r: aptm.init_variables(model, r, config), rng)
+    shapes = jax.eval_shape(lambda r: aptm.init_variables(model, r, config), jax.random.key(0))
     total = config.train.num_epochs * info.steps_per_epoch
     steps_per_epoch = info.steps_per_epoch
     tx = optim.make_optimizer(
         config.optim, shapes["params"], steps_per_epoch=steps_per_epoch, total_steps=total
     )
     schedule = optim.make_schedule(config.optim, steps_per_epoch=steps_per_epoch, total_steps=total)
-    start = time.perf_counter()
-    init = jax.jit(
+    return info, model, tx, schedule
+
+
+def make_init(config, variant: str, mesh: jax.sharding.Mesh):
+    """Jitted rng -> step-0 TrainState, replicated on `mesh` (independent of `model.dtype`:
+    parameters stay float32 whatever the compute dtype)."""
+    _, model, tx, _ = step_parts(config, variant)
+    return jax.jit(
         lambda r: create_train_state(aptm.init_variables(model, r, config), tx),
-        out_shardings=replicated,
+        out_shardings=sharding.replicated(mesh),
     )
-    state = jax.block_until_ready(init(rng))
+
+
+def measure(
+    config,
+    variant: str,
+    *,
+    steps: int,
+    budget_s: float | None = None,
+    compile_only: bool = False,
+    group_note: str | None = None,
+    init=None,
+    label: str = "",
+) -> dict:
+    """Initialises, compiles and times the APTM train step of `config`.
+
+    Args:
+      config: from `load_config`.
+      variant: the data of DATA_SIZES the schedule's epoch length comes from.
+      steps: most timed steps after the warm-up step.
+      budget_s: stop timing once the timed steps took this long (at least one runs).
+      compile_only: stop after compiling (no step runs; no timing fields).
+      group_note: `load_config`'s note, passed into the result.
+      init: `make_init`'s function to reuse (its compilation is not timed again); None builds
+        one ('init_seconds' then includes its compilation).
+      label: the config name the result carries ('' = `variant`).
+
+    Returns:
+      The result fields (JSON-serialisable), see the module docstring.
+    """
+    batch_size = config.train.batch_size
+    mesh = sharding.make_mesh(config.mesh)
+    info, model, tx, schedule = step_parts(config, variant)
+    init = init or make_init(config, variant, mesh)
+    start = time.perf_counter()
+    state = jax.block_until_ready(init(jax.random.key(config.seed)))
     init_seconds = time.perf_counter() - start
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     step_timing.progress(
@@ -225,16 +239,17 @@ def main(argv):
     )
 
     step = run_setup.make_train_step(aptm, model, tx, config, info, mesh, schedule)
+    data_rng = np.random.default_rng(1)
     batch = sharding.host_batch_to_global(
-        random_batch(config, batch_size, prompt_ids, data_rng), mesh
+        random_batch(config, batch_size // jax.process_count(), prompt_ids(), data_rng), mesh
     )
-    key = jax.device_put(jax.random.key(1), replicated)
+    key = step_timing.replicated_key(1, mesh)
     start = time.perf_counter()
     compiled = step.lower(state, batch, key).compile()  # jit carries aptm.compiler_options
     compile_seconds = time.perf_counter() - start
     options = aptm.compiler_options(config)
     flops = step_timing.xla_flops(compiled)
-    loops, rng_loops = while_loops(compiled)
+    loops, rng_loops = step_timing.while_loops(compiled)
     temp_gib, argument_gib = step_timing.memory_gib(compiled)
     step_timing.progress(
         f"remat={config.model.remat}, options={options}: compiled in {compile_seconds:.1f} s; "
@@ -242,15 +257,10 @@ def main(argv):
         f"{flops / 1e12:.2f} TFLOP per step, {loops} while loops ({rng_loops} RNG); "
         f"peak RSS so far {step_timing.peak_rss_gib():.2f} GiB"
     )
-    if _COMPILE_ONLY.value:
-        return
-
-    state, metrics, times = step_timing.time_steps(compiled, state, batch, key, _STEPS.value)
-    seconds = float(np.median(times))
     result = {
         "device": step_timing.device_description(),
-        "config": _VARIANT.value,
-        "dtype": _DTYPE.value,
+        "config": label or variant,
+        "dtype": config.model.dtype,
         "remat": config.model.remat,
         "compiler_options": options,
         "batch": batch_size,
@@ -260,24 +270,68 @@ def main(argv):
         "params_millions": round(num_params / 1e6, 1),
         "init_seconds": round(init_seconds, 1),
         "compile_seconds": round(compile_seconds, 1),
-        "seconds_per_step": round(seconds, 3),
-        "step_times": [round(t, 3) for t in times],
-        "images_per_second": round(batch_size / seconds, 2),
-        "tflop_per_step": round(flops / 1e12, 3),
-        "xla_tflop_per_step": round(flops / 1e12, 3),
-        "flop_note": flop_note(loops, rng_loops),
+        "tflop_per_step": step_timing.significant(flops / 1e12),
+        "xla_tflop_per_step": step_timing.significant(flops / 1e12),
+        "flop_note": step_timing.flop_note(loops, rng_loops),
         "while_loops": loops,
         "rng_while_loops": rng_loops,
         "temp_memory_gib": round(temp_gib, 2),
         "argument_memory_gib": round(argument_gib, 2),
-        "peak_rss_gib": round(step_timing.peak_rss_gib(), 2),
-        "loss": float(metrics["loss"]),
     }
-    mfu = step_timing.mfu_percent(flops, seconds, _DTYPE.value)
-    if mfu is not None:
-        result["mfu_percent"] = mfu
-    print(json.dumps(result))
+    if compile_only:
+        return result
+
+    state, metrics, times = step_timing.time_steps(compiled, state, batch, key, steps, budget_s)
+    seconds = float(np.median(times))
+    result.update(
+        {
+            "seconds_per_step": round(seconds, 3),
+            "step_times": [round(t, 3) for t in times],
+            "images_per_second": round(batch_size / seconds, 2),
+            "peak_rss_gib": round(step_timing.peak_rss_gib(), 2),
+            "device_peak_memory_gib": step_timing.device_peak_memory_gib(),
+            "loss": step_timing.host_scalar(metrics["loss"]),
+            **step_timing.mfu_fields(flops, seconds, config.model.dtype),
+        }
+    )
+    return result
+
+
+def define_flags() -> None:
+    """The command-line flags (defined only when run as a script, so that `gpu_suite`
+    can import every benchmark module)."""
+    flags.DEFINE_enum("variant", "cuhk_pedes", list(DATA_SIZES), "Variant of configs/aptm.py.")
+    flags.DEFINE_integer("steps", 3, "Timed steps after the first (warm-up) one.")
+    flags.DEFINE_enum("dtype", "float32", list(config_lib.DTYPES), "model.dtype.")
+    flags.DEFINE_integer(
+        "batch_size",
+        0,
+        f"Global batch; 0 = as large as fits: {CPU_BATCH} on a CPU (the 24 GiB machine), else "
+        "loss.group_size (the reference per-GPU batch) per device.",
+    )
+    flags.DEFINE_bool("remat", None, "model.remat (default: the config's, True).")
+    flags.DEFINE_bool(
+        "compile_only", False, "Stop after compiling (compile time and XLA's memory estimate)."
+    )
+
+
+def main(argv):
+    del argv
+    args = flags.FLAGS
+    config, group_note = load_config(
+        args.variant, args.batch_size, dtype=args.dtype, remat=args.remat
+    )
+    result = measure(
+        config,
+        args.variant,
+        steps=args.steps,
+        compile_only=args.compile_only,
+        group_note=group_note,
+    )
+    if not args.compile_only:
+        print(json.dumps(result))
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -29,13 +29,6 @@ from reid_jax.evaluation.reranking import k_reciprocal_rerank
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "tests"))
 from evaluation import eval_reference_impls as ref  # noqa: E402
 
-_REPEATS = flags.DEFINE_integer("repeats", 10, "Warm runs of the vectorised version.")
-_DIM = flags.DEFINE_integer("dim", 128, "Feature dimension.")
-_REFERENCE_MARKET = flags.DEFINE_bool(
-    "reference_market", True, "Run the per-row form (once) at Market size."
-)
-_REFERENCE_REPEATS = flags.DEFINE_integer("reference_repeats", 3, "Per-row runs at 500 x 2,500.")
-
 
 def distances(num_q: int, num_g: int, dim: int, seed: int = 0):
     """(q_g, q_q, g_g) float32 euclidean distances of clustered random features."""
@@ -88,23 +81,69 @@ def xla_vs_numpy(g_g: np.ndarray, block: int = 32) -> list[tuple[str, float]]:
     ]
 
 
+def time_vectorised(
+    inputs: tuple[np.ndarray, np.ndarray, np.ndarray], repeats: int, budget_s: float | None = None
+) -> tuple[np.ndarray, float, list[float]]:
+    """Times `k_reciprocal_rerank` (k1 = 20, k2 = 6, lambda = 0.3) on (q_g, q_q, g_g).
+
+    Args:
+      inputs: from `distances`.
+      repeats: most warm runs after the first (cold, JAX-compiling) one.
+      budget_s: stop once the warm runs took this long (at least one runs).
+
+    Returns:
+      (re-ranked [Q, G] distances, first-call seconds, seconds of each warm run).
+    """
+    start = time.perf_counter()
+    out = k_reciprocal_rerank(*inputs)
+    cold = time.perf_counter() - start
+    warm: list[float] = []
+    while len(warm) < max(repeats, 1):
+        start = time.perf_counter()
+        k_reciprocal_rerank(*inputs)
+        warm.append(time.perf_counter() - start)
+        if budget_s is not None and sum(warm) >= budget_s:
+            break
+    return out, cold, warm
+
+
+def measure(
+    num_q: int, num_g: int, *, dim: int = 128, repeats: int = 3, budget_s: float | None = None
+) -> dict:
+    """Re-ranking time at Q x G on clustered random features, as a result dict."""
+    inputs = distances(num_q, num_g, dim)
+    out, cold, warm = time_vectorised(inputs, repeats, budget_s)
+    return {
+        "queries": num_q,
+        "gallery": num_g,
+        "dim": dim,
+        "first_call_seconds": round(cold, 3),
+        "warm_seconds": round(min(warm), 3),
+        "warm_times": [round(t, 3) for t in warm],
+        "finite": bool(np.isfinite(out).all()),
+    }
+
+
+def define_flags() -> None:
+    """The command-line flags (defined only when run as a script, so that `gpu_suite`
+    can import every benchmark module)."""
+    flags.DEFINE_integer("repeats", 10, "Warm runs of the vectorised version.")
+    flags.DEFINE_integer("dim", 128, "Feature dimension.")
+    flags.DEFINE_bool("reference_market", True, "Run the per-row form (once) at Market size.")
+    flags.DEFINE_integer("reference_repeats", 3, "Per-row runs at 500 x 2,500.")
+
+
 def main(argv):
     del argv
+    args = flags.FLAGS
     rows, xla_rows = [], []
     for num_q, num_g in ((500, 2500), (3368, 15913)):
-        inputs = distances(num_q, num_g, _DIM.value)
-        start = time.perf_counter()
-        fast_out = k_reciprocal_rerank(*inputs)
-        cold = time.perf_counter() - start
-        warm = []
-        for _ in range(_REPEATS.value):
-            start = time.perf_counter()
-            k_reciprocal_rerank(*inputs)
-            warm.append(time.perf_counter() - start)
+        inputs = distances(num_q, num_g, args.dim)
+        fast_out, cold, warm = time_vectorised(inputs, args.repeats)
         slow, diff = None, None
-        if num_q < 1000 or _REFERENCE_MARKET.value:
+        if num_q < 1000 or args.reference_market:
             runs = []
-            for _ in range(_REFERENCE_REPEATS.value if num_q < 1000 else 1):
+            for _ in range(args.reference_repeats if num_q < 1000 else 1):
                 start = time.perf_counter()
                 slow_out = ref.rerank_per_row(*inputs)
                 runs.append(time.perf_counter() - start)
@@ -137,4 +176,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -37,34 +38,34 @@ from reid_jax.training.state import create_train_state
 from reid_jax.training.tasks import ssan
 from reid_jax.training.tasks.base import TrainDataInfo
 
-_CONFIG_ARG = flags.DEFINE_string("config_arg", "cuhk_pedes", "Argument of configs/ssan.py.")
-_NUM_CLASSES = flags.DEFINE_integer("num_classes", 11000, "C (11000 = CUHK-PEDES).")
-_STEPS = flags.DEFINE_integer("steps", 3, "Timed steps after the first (warm-up) one.")
-_DTYPE = flags.DEFINE_string("dtype", "float32", "model.dtype: float32 or bfloat16.")
-_BATCH = flags.DEFINE_integer("batch_size", 0, "Global batch (0 = the config's).")
-_REMAT = flags.DEFINE_enum(
-    "remat", None, list(REMAT_POLICIES), "model.remat (default: the config's)."
-)
-_CPU_REMAT_OPTIONS = flags.DEFINE_bool(
-    "cpu_remat_options", True, "Compile with ssan.compiler_options (False: XLA defaults)."
-)
-_COMPILE_ONLY = flags.DEFINE_bool(
-    "compile_only", False, "Stop after compiling (compile time and XLA's memory estimate)."
-)
+CONFIG_FILE = Path(__file__).resolve().parents[1] / "configs" / "ssan.py"
 
 
-def load_config(arg: str):
-    """configs/ssan.py's config for `arg`, unlocked, with a dummy dataset root."""
-    spec = importlib.util.spec_from_file_location("ssan_config", "configs/ssan.py")
+def load_config(arg: str, *, dtype: str = "float32", batch_size: int = 0, remat: str | None = None):
+    """configs/ssan.py's config for `arg`, unlocked, with a dummy dataset root.
+
+    Args:
+      arg: the config argument, e.g. 'cuhk_pedes' or 'cuhk_pedes,smoke'.
+      dtype: model.dtype.
+      batch_size: global batch; 0 keeps the config's.
+      remat: model.remat; None keeps the config's.
+    """
+    spec = importlib.util.spec_from_file_location("ssan_config", CONFIG_FILE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config(arg)
     config.data.root = config.data.root or "unused"
+    config.model.dtype = dtype
+    if remat is not None:
+        config.model.remat = remat
+    config.train.batch_size = batch_size or config.train.batch_size
     return config
 
 
-def random_batch(config, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """A global batch of the shapes the SSAN loader yields (images already normalised)."""
+def random_batch(
+    config, batch_size: int, num_classes: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """A batch of the shapes the SSAN loader yields (images already normalised)."""
     height, width = config.data.image_size
     length = config.data.max_length
     vocab = config.model.vocab_size
@@ -74,7 +75,7 @@ def random_batch(config, batch_size: int, rng: np.random.Generator) -> dict[str,
 
     return {
         "image": rng.uniform(-1, 1, (batch_size, height, width, 3)).astype(np.float32),
-        "label": rng.integers(0, _NUM_CLASSES.value, batch_size).astype(np.int32),
+        "label": rng.integers(0, num_classes, batch_size).astype(np.int32),
         "caption": captions(),
         "length": rng.integers(length // 2, length + 1, batch_size).astype(np.int32),
         "partner_caption": captions(),
@@ -102,44 +103,79 @@ def recurrent_flops_not_counted(config, batch_size: int) -> float:
     return (config.data.max_length - 1) * 3 * forward
 
 
-def main(argv):
-    del argv
-    config = load_config(_CONFIG_ARG.value)
-    config.model.dtype = _DTYPE.value
-    if _REMAT.value is not None:
-        config.model.remat = _REMAT.value
-    batch_size = _BATCH.value or config.train.batch_size
-    config.train.batch_size = batch_size
+def step_parts(config, num_classes: int):
+    """(data facts, model, optimizer, lr schedule) of the step for `config`; nothing compiled."""
     info = TrainDataInfo(
-        num_examples=1064 * batch_size, steps_per_epoch=1064, num_classes=_NUM_CLASSES.value
+        num_examples=1064 * config.train.batch_size, steps_per_epoch=1064, num_classes=num_classes
     )
-    mesh = sharding.make_mesh(config.mesh)
     model = ssan.create_model(config, info)
-    replicated = sharding.replicated(mesh)
-    rng = jax.random.key(0)
-    shapes = jax.eval_shape(lambda r: ssan.init_variables(model, r, config), rng)
+    shapes = jax.eval_shape(lambda r: ssan.init_variables(model, r, config), jax.random.key(0))
     total = config.train.num_epochs * info.steps_per_epoch
     tx = optim.make_optimizer(
         config.optim, shapes["params"], steps_per_epoch=1064, total_steps=total
     )
     schedule = optim.make_schedule(config.optim, steps_per_epoch=1064, total_steps=total)
-    start = time.perf_counter()
-    init = jax.jit(
+    return info, model, tx, schedule
+
+
+def make_init(config, num_classes: int, mesh: jax.sharding.Mesh):
+    """Jitted rng -> step-0 TrainState, replicated on `mesh`.
+
+    The variables do not depend on `model.dtype` (parameters and BatchNorm statistics are float32
+    whatever the compute dtype), so one init serves the step of every dtype.
+    """
+    _, model, tx, _ = step_parts(config, num_classes)
+    return jax.jit(
         lambda r: create_train_state(ssan.init_variables(model, r, config), tx),
-        out_shardings=replicated,
+        out_shardings=sharding.replicated(mesh),
     )
-    state = jax.block_until_ready(init(rng))
+
+
+def measure(
+    config,
+    *,
+    num_classes: int,
+    steps: int,
+    budget_s: float | None = None,
+    cpu_remat_options: bool = True,
+    compile_only: bool = False,
+    label: str = "cuhk_pedes",
+    init=None,
+) -> dict:
+    """Initialises, compiles and times the SSAN train step of `config`.
+
+    Args:
+      config: from `load_config`.
+      num_classes: C, the size of the ID classifiers.
+      steps: most timed steps after the warm-up step.
+      budget_s: stop timing once the timed steps took this long (at least one runs).
+      cpu_remat_options: compile with `ssan.compiler_options` (False: XLA's defaults).
+      compile_only: stop after compiling (no step runs; no timing fields).
+      label: the config name the result carries.
+      init: `make_init`'s function to reuse (its compilation is not timed again); None builds
+        one ('init_seconds' then includes its compilation).
+
+    Returns:
+      The result fields (JSON-serialisable), see the module docstring.
+    """
+    batch_size = config.train.batch_size
+    mesh = sharding.make_mesh(config.mesh)
+    info, model, tx, schedule = step_parts(config, num_classes)
+    init = init or make_init(config, num_classes, mesh)
+    start = time.perf_counter()
+    state = jax.block_until_ready(init(jax.random.key(0)))
     init_seconds = time.perf_counter() - start
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
-    step_timing.progress(f"initialised {num_params / 1e6:.1f} M parameters in {init_seconds:.1f} s")
-
     step = run_setup.make_train_step(ssan, model, tx, config, info, mesh, schedule)
-    batch = sharding.host_batch_to_global(
-        random_batch(config, batch_size, np.random.default_rng(0)), mesh
+    step_timing.progress(f"initialised {num_params / 1e6:.1f} M parameters in {init_seconds:.1f} s")
+    # This process's share of the global batch (all of it with one process).
+    host_batch = random_batch(
+        config, batch_size // jax.process_count(), num_classes, np.random.default_rng(0)
     )
-    key = jax.device_put(jax.random.key(1), replicated)
+    batch = sharding.host_batch_to_global(host_batch, mesh)
+    key = step_timing.replicated_key(1, mesh)
     start = time.perf_counter()
-    options = ssan.compiler_options(config) if _CPU_REMAT_OPTIONS.value else None
+    options = ssan.compiler_options(config) if cpu_remat_options else None
     compiled = step.lower(state, batch, key).compile(compiler_options=options)
     compile_seconds = time.perf_counter() - start
     xla_flops = step_timing.xla_flops(compiled)
@@ -151,37 +187,79 @@ def main(argv):
         f"{flops / 1e12:.2f} TFLOP per step (XLA counts {xla_flops / 1e12:.2f}); "
         f"peak RSS so far {step_timing.peak_rss_gib():.2f} GiB"
     )
-    if _COMPILE_ONLY.value:
-        return
-
-    state, metrics, times = step_timing.time_steps(compiled, state, batch, key, _STEPS.value)
-    seconds = float(np.median(times))
     result = {
         "device": step_timing.device_description(),
-        "config": _CONFIG_ARG.value,
-        "dtype": _DTYPE.value,
+        "config": label,
+        "dtype": config.model.dtype,
         "remat": config.model.remat,
         "compiler_options": options,
         "batch": batch_size,
-        "num_classes": _NUM_CLASSES.value,
+        "num_classes": num_classes,
         "params_millions": round(num_params / 1e6, 1),
         "init_seconds": round(init_seconds, 1),
         "compile_seconds": round(compile_seconds, 1),
-        "seconds_per_step": round(seconds, 3),
-        "step_times": [round(t, 3) for t in times],
-        "images_per_second": round(batch_size / seconds, 2),
-        "tflop_per_step": round(flops / 1e12, 2),
-        "xla_tflop_per_step": round(xla_flops / 1e12, 2),
+        "tflop_per_step": step_timing.significant(flops / 1e12),
+        "xla_tflop_per_step": step_timing.significant(xla_flops / 1e12),
+        "flop_note": "XLA's count + the BiLSTM recurrent matmuls of the T - 1 scan steps it "
+        "counts once (recurrent_flops_not_counted)",
+        "all_reduce_ops": step_timing.all_reduce_ops(compiled),
         "temp_memory_gib": round(temp_gib, 2),
         "argument_memory_gib": round(argument_gib, 2),
-        "peak_rss_gib": round(step_timing.peak_rss_gib(), 2),
-        "loss": float(metrics["loss"]),
     }
-    mfu = step_timing.mfu_percent(flops, seconds, _DTYPE.value)
-    if mfu is not None:
-        result["mfu_percent"] = mfu
-    print(json.dumps(result, indent=1))
+    if compile_only:
+        return result
+
+    state, metrics, times = step_timing.time_steps(compiled, state, batch, key, steps, budget_s)
+    seconds = float(np.median(times))
+    result.update(
+        {
+            "seconds_per_step": round(seconds, 3),
+            "step_times": [round(t, 3) for t in times],
+            "images_per_second": round(batch_size / seconds, 2),
+            "peak_rss_gib": round(step_timing.peak_rss_gib(), 2),
+            "device_peak_memory_gib": step_timing.device_peak_memory_gib(),
+            "loss": step_timing.host_scalar(metrics["loss"]),
+            **step_timing.mfu_fields(flops, seconds, config.model.dtype),
+        }
+    )
+    return result
+
+
+def define_flags() -> None:
+    """The command-line flags (defined only when run as a script, so that `gpu_suite`
+    can import every benchmark module)."""
+    flags.DEFINE_string("config_arg", "cuhk_pedes", "Argument of configs/ssan.py.")
+    flags.DEFINE_integer("num_classes", 11000, "C (11000 = CUHK-PEDES).")
+    flags.DEFINE_integer("steps", 3, "Timed steps after the first (warm-up) one.")
+    flags.DEFINE_string("dtype", "float32", "model.dtype: float32 or bfloat16.")
+    flags.DEFINE_integer("batch_size", 0, "Global batch (0 = the config's).")
+    flags.DEFINE_enum("remat", None, list(REMAT_POLICIES), "model.remat (default: the config's).")
+    flags.DEFINE_bool(
+        "cpu_remat_options", True, "Compile with ssan.compiler_options (False: XLA defaults)."
+    )
+    flags.DEFINE_bool(
+        "compile_only", False, "Stop after compiling (compile time and XLA's memory estimate)."
+    )
+
+
+def main(argv):
+    del argv
+    args = flags.FLAGS
+    config = load_config(
+        args.config_arg, dtype=args.dtype, batch_size=args.batch_size, remat=args.remat
+    )
+    result = measure(
+        config,
+        num_classes=args.num_classes,
+        steps=args.steps,
+        cpu_remat_options=args.cpu_remat_options,
+        compile_only=args.compile_only,
+        label=args.config_arg,
+    )
+    if not args.compile_only:
+        print(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
