@@ -281,18 +281,18 @@ def measure(
     if compile_only:
         return result
 
-    state, metrics, times = step_timing.time_steps(compiled, state, batch, key, steps, budget_s)
-    seconds = float(np.median(times))
     result.update(
-        {
-            "seconds_per_step": round(seconds, 3),
-            "step_times": [round(t, 3) for t in times],
-            "images_per_second": round(batch_size / seconds, 2),
-            "peak_rss_gib": round(step_timing.peak_rss_gib(), 2),
-            "device_peak_memory_gib": step_timing.device_peak_memory_gib(),
-            "loss": step_timing.host_scalar(metrics["loss"]),
-            **step_timing.mfu_fields(flops, seconds, config.model.dtype),
-        }
+        step_timing.timed_fields(
+            compiled,
+            state,
+            batch,
+            key,
+            steps=steps,
+            budget_s=budget_s,
+            batch_size=batch_size,
+            flops=flops,
+            dtype=config.model.dtype,
+        )
     )
     return result
 

@@ -201,3 +201,31 @@ def mfu_fields(flops: float, seconds: float, dtype: str) -> dict[str, Any]:
         "mfu_percent": None,
         "mfu_note": f"no dense {dtype} peak known for '{kind}' (benchmarks/step_timing.PEAK_FLOPS)",
     }
+
+
+def timed_fields(
+    compiled: Any,
+    state: Any,
+    batch: Any,
+    key: jax.Array,
+    *,
+    steps: int,
+    budget_s: float | None,
+    batch_size: int,
+    flops: float,
+    dtype: str,
+) -> dict[str, Any]:
+    """Times `steps` steps (`time_steps`) and returns the result fields every train-step
+    benchmark reports: median s/step, the step times, images/s, memory peaks, the last loss
+    and the MFU fields."""
+    _, metrics, times = time_steps(compiled, state, batch, key, steps, budget_s)
+    seconds = float(np.median(times))
+    return {
+        "seconds_per_step": round(seconds, 3),
+        "step_times": [round(t, 3) for t in times],
+        "images_per_second": round(batch_size / seconds, 2),
+        "peak_rss_gib": round(peak_rss_gib(), 2),
+        "device_peak_memory_gib": device_peak_memory_gib(),
+        "loss": host_scalar(metrics["loss"]),
+        **mfu_fields(flops, seconds, dtype),
+    }
