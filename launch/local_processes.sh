@@ -24,7 +24,7 @@
 # (re-running the same command resumes); a second one kills them.
 #
 # The coordinator listens on a free port ($REID_JAX_PORT if set). Needs Linux (setsid) and
-# bash >= 5.1 (wait -n -p).
+# bash >= 5.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -151,23 +151,36 @@ done
 tail -c "+${shown_from}" -f --pid="${running[0]}" "${workdir}/logs/process_0.out" &
 shown=$!
 
+# Polls bash's own job table instead of `wait -n`: when processes end while a signal trap
+# runs, a later `wait -n PID...` answers "no such job" for them (bash 5.2) and would spin
+# forever, while `wait PID` still returns each one's status.
 status=0
 while [ "${#running[@]}" -gt 0 ]; do
-  finished=""
-  code=0
-  wait -n -p finished "${running[@]}" || code=$?
-  [ -n "${finished:-}" ] || continue  # a signal interrupted the wait; on_signal has run
+  alive=" $(jobs -rp | tr '\n' ' ') "
   remaining=()
+  failed=""
   for pid in "${running[@]}"; do
-    if [ "${pid}" != "${finished}" ]; then remaining+=("${pid}"); fi
+    if [[ "${alive}" == *" ${pid} "* ]]; then
+      remaining+=("${pid}")
+      continue
+    fi
+    code=0
+    wait "${pid}" || code=$?
+    if [ "${code}" != 0 ] && [ -z "${failed}" ]; then
+      failed="${pid}"
+      status="${code}"
+    fi
   done
   running=("${remaining[@]}")
-  if [ "${code}" != 0 ]; then
-    echo "$0: process ${process_of[${finished}]} (pid ${finished}) exited with status" \
-      "${code}; killing the others" >&2
-    status="${code}"
+  if [ -n "${failed}" ]; then
+    echo "$0: process ${process_of[${failed}]} (pid ${failed}) exited with status" \
+      "${status}; killing the others" >&2
     kill_all
     break
+  fi
+  if [ "${#running[@]}" -gt 0 ]; then
+    sleep 0.2 &
+    wait "$!" || true  # a signal interrupts this wait; on_signal has run
   fi
 done
 wait "${shown}" || true
