@@ -204,7 +204,15 @@ def test_ctrl_c_asks_every_process_to_stop_and_a_second_one_kills(fake, tmp_path
     for ignore_term in (False, True):
         env["FAKE_IGNORE_TERM"] = "1" if ignore_term else ""
         launcher = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            command,
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            # As from a terminal: a shell cannot trap a signal it was started with ignored,
+            # and a test run started in the background (e.g. `.ci/run &`) ignores SIGINT.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         try:
             pids = _started_pids(launcher, 2)
