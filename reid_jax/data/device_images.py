@@ -14,15 +14,8 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-
-def normalisation_table(mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """float32 [256, 3]: row v = (v / 255 - mean) / std as `transforms.normalize` computes it."""
-    std = np.asarray(std, np.float32)
-    scale = (1.0 / (255.0 * std)).astype(np.float32)
-    shift = (np.asarray(mean, np.float32) / std).astype(np.float32)
-    return np.arange(256, dtype=np.float32)[:, None] * scale - shift
+from reid_jax.data import transforms
 
 
 def model_images(
@@ -41,7 +34,7 @@ def model_images(
     Returns:
       float32 [B, H, W, 3], equal to the host transform's output.
     """
-    table = jnp.asarray(normalisation_table(mean, std))
+    table = jnp.asarray(transforms.normalisation_table(mean, std))
     x = table[images.astype(jnp.int32), jnp.arange(3)]
     if flip is not None:
         x = jnp.where(flip[:, None, None, None], x[:, :, ::-1], x)

@@ -106,6 +106,15 @@ def horizontal_flip(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image[:, ::-1])
 
 
+def normalisation_table(mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """float32 [256, 3]: row v = (v / 255 - mean) / std, as `x * scale - shift` in float32
+    (shared by `normalize` and the device-side `device_images.model_images`)."""
+    std = np.asarray(std, np.float32)
+    scale = (1.0 / (255.0 * std)).astype(np.float32)
+    shift = (np.asarray(mean, np.float32) / std).astype(np.float32)
+    return np.arange(256, dtype=np.float32)[:, None] * scale - shift
+
+
 def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """Scales uint8 to [0, 1], then standardises per channel: `(x / 255 - mean) / std`.
 
@@ -123,10 +132,7 @@ def normalize(image: np.ndarray, mean: Sequence[float], std: Sequence[float]) ->
     """
     if image.dtype != np.uint8:
         raise TypeError(f"normalize expects a uint8 image, got {image.dtype}")
-    std = np.asarray(std, np.float32)
-    scale = (1.0 / (255.0 * std)).astype(np.float32)
-    shift = (np.asarray(mean, np.float32) / std).astype(np.float32)
-    table = np.arange(256, dtype=np.float32)[:, None] * scale - shift  # [256, 3]
+    table = normalisation_table(mean, std)
     if np.all(table == table[:, :1]):
         return np.take(table[:, 0], image)
     out = np.empty(image.shape, np.float32)
