@@ -1,9 +1,10 @@
-"""File-system helpers shared by the parsers: image checks, counted warnings, atomic writes."""
+"""File-system helpers shared by the parsers: image paths, counted warnings, atomic writes."""
 
 from __future__ import annotations
 
 import collections
 import os
+import re
 import tempfile
 
 from absl import logging
@@ -27,6 +28,62 @@ def check_image(image_path: str, *, source: str, record: int | str, field: str |
             record=record,
             field=field,
         )
+
+
+def _escapes(rel_path: str) -> str | None:
+    """Why `rel_path` could name a file outside the folder it is joined to, or None."""
+    if "\x00" in rel_path:
+        return "contains a NUL character"
+    if os.path.isabs(rel_path) or rel_path.startswith("\\"):
+        return "is absolute"
+    # Both separators: a Windows-made list must not climb out either.
+    if ".." in re.split(r"[/\\]", rel_path):
+        return "contains a '..' component"
+    return None
+
+
+def resolve_image(
+    base_dir: str,
+    rel_path: str,
+    *,
+    source: str,
+    record: int | str,
+    field: str | None,
+    check_exists: bool,
+) -> str:
+    """Joins an image path read from a dataset file to its folder; nothing outside is reachable.
+
+    Every reader that takes image paths from an annotation or list file goes through here, so
+    an absolute path or a `..` component (a hand-edited or hostile file) is refused before any
+    file is opened or even stat'ed.
+
+    Args:
+      base_dir: the folder the dataset file's paths are relative to.
+      rel_path: the path as stored in the file.
+      source: the dataset file that named the image.
+      record: index or name of the record in `source`.
+      field: the field holding the path.
+      check_exists: also require an existing regular file (a stat, no decode).
+
+    Returns:
+      `base_dir/rel_path`.
+
+    Raises:
+      DatasetFormatError: absolute path, `..` component, NUL character, or (with
+        `check_exists`) a missing file; names `source`, `record` and `field`.
+    """
+    reason = _escapes(rel_path)
+    if reason is not None:
+        raise DatasetFormatError(
+            source,
+            f"image path {rel_path!r:.200} {reason}; paths must stay inside {base_dir}",
+            record=record,
+            field=field,
+        )
+    image_path = os.path.join(base_dir, rel_path)
+    if check_exists:
+        check_image(image_path, source=source, record=record, field=field)
+    return image_path
 
 
 class WarningCounter:

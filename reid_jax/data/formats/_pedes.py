@@ -8,7 +8,6 @@ vocabularies and the usual number of captions differ; the dataset modules pass t
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 
 from reid_jax.data.errors import DatasetFormatError
@@ -123,9 +122,14 @@ def parse_captioned_images(
                 "(all captions kept)",
                 f"record {index}",
             )
-        image_path = os.path.join(image_dir, rel_path)
-        if check_images:
-            _files.check_image(image_path, source=json_path, record=index, field=schema.path_field)
+        image_path = _files.resolve_image(
+            image_dir,
+            rel_path,
+            source=json_path,
+            record=index,
+            field=schema.path_field,
+            check_exists=check_images,
+        )
         if rel_path in seen_paths:
             other = records[seen_paths[rel_path]]
             kind = "same" if other.person_id == person_id else "DIFFERENT"

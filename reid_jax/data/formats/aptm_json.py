@@ -45,9 +45,14 @@ def load_aptm_train(
         rel_path = _json.get_str(entry, "image", path=json_path, index=index)
         caption = _json.get_str(entry, "caption", path=json_path, index=index)
         image_id = _json.get_id_str(entry, "image_id", path=json_path, index=index)
-        image_path = os.path.join(image_root, rel_path)
-        if check_images:
-            _files.check_image(image_path, source=json_path, record=index, field="image")
+        image_path = _files.resolve_image(
+            image_root,
+            rel_path,
+            source=json_path,
+            record=index,
+            field="image",
+            check_exists=check_images,
+        )
         pairs.append(
             CaptionPair(image_path=image_path, caption=caption, image_id=image_id, label=None)
         )
@@ -92,9 +97,14 @@ def load_aptm_test(
         )
         if first_caption_only:
             captions = captions[:1]
-        image_path = os.path.join(image_root, rel_path)
-        if check_images:
-            _files.check_image(image_path, source=json_path, record=index, field="image")
+        image_path = _files.resolve_image(
+            image_root,
+            rel_path,
+            source=json_path,
+            record=index,
+            field="image",
+            check_exists=check_images,
+        )
         records.append(
             CaptionedImage(
                 image_path=image_path,

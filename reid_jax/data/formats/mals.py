@@ -40,9 +40,14 @@ def parse_mals_file(json_path: str, image_root: str, *, check_images: bool) -> l
         label = _json.get_int_labels(
             entry, "label", path=json_path, index=index, length=NUM_ATTRIBUTES, allowed=LABEL_VALUES
         )
-        image_path = os.path.join(image_root, rel_path)
-        if check_images:
-            _files.check_image(image_path, source=json_path, record=index, field="image")
+        image_path = _files.resolve_image(
+            image_root,
+            rel_path,
+            source=json_path,
+            record=index,
+            field="image",
+            check_exists=check_images,
+        )
         pairs.append(
             CaptionPair(image_path=image_path, caption=caption, image_id=image_id, label=label)
         )

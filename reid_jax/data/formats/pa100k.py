@@ -136,11 +136,14 @@ def load_pa100k(
                 field=names[j],
             )
         for i, (file_name, row) in enumerate(zip(files, labels.tolist(), strict=True)):
-            image_path = os.path.join(image_root, file_name)
-            if check_images:
-                _files.check_image(
-                    image_path, source=mat_path, record=f"{split} {i}", field=name_field
-                )
+            image_path = _files.resolve_image(
+                image_root,
+                file_name,
+                source=mat_path,
+                record=f"{split} {i}",
+                field=name_field,
+                check_exists=check_images,
+            )
             records.append(
                 AttributeRecord(
                     key=image_path, labels=tuple(row), names=PA100K_ATTRIBUTE_NAMES, split=split
@@ -186,9 +189,14 @@ def load_pa100k_json(
             length=len(PA100K_ATTRIBUTE_NAMES),
             allowed=(0, 1),
         )
-        image_path = os.path.join(image_root, rel_path)
-        if check_images:
-            _files.check_image(image_path, source=json_path, record=index, field="image")
+        image_path = _files.resolve_image(
+            image_root,
+            rel_path,
+            source=json_path,
+            record=index,
+            field="image",
+            check_exists=check_images,
+        )
         records.append(
             AttributeRecord(
                 key=image_path, labels=labels, names=PA100K_ATTRIBUTE_NAMES, split=split
