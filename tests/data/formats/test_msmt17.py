@@ -75,11 +75,17 @@ def test_reads_v1_and_v2_layouts(tmp_path, train_dir, test_dir):
 @pytest.mark.parametrize(
     "line, field, match",
     [
-        ("0000/0000_000_01_0303morning_0015_0.jpg", None, "expected '<path> <label>'"),
+        ("0000/0000_000_01_0303morning_0015_0.jpg", "line", "expected '<path> <label>'"),
         ("0000/0000_000_01_0303morning_0015_0.jpg x", "label", "not a non-negative integer"),
         ("0000/0000_000_16_0303morning_0015_0.jpg 0", "path", "camera CC in 01..15"),
         ("0000/0000_000_00_0303morning_0015_0.jpg 0", "path", "camera CC in 01..15"),
         ("0000/0000_000_01_0303morning_0099_0.jpg 0", "path", "image file not found"),
+        ("0000/0000_000_01_0303morning_0015_0.jpg 7", "label", "disagrees with the identity 0"),
+        ("0000/0000_000_01_0303morning_0015_0.jpg ²", "label", "not a non-negative integer"),
+        ("0000/0000_000_١_0303morning_0015_0.jpg 0", "path", "camera CC in 01..15"),
+        ("/abs/0000/0000_000_01_0303morning_0015_0.jpg 0", "path", "is absolute"),
+        ("../test/0000/0000_000_01_0303morning_0015_0.jpg 0", "path", "'..' component"),
+        ("0000/0000_000_01_0303morning_0015_0.jpg 0 extra", "line", "expected '<path> <label>'"),
     ],
 )
 def test_bad_lines_name_file_line_and_field(tmp_path, line, field, match):
