@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from reid_jax.data.formats import _files
 from reid_jax.data.records import CameraImage
@@ -27,18 +27,26 @@ def resolve_root(root: str, marker: str, release_names: tuple[str, ...]) -> str:
 
 
 def scan_split_folders(
-    root: str, folders: Mapping[str, str], parse_name: Callable[[str, str], tuple[int, int]]
+    root: str,
+    folders: Mapping[str, str],
+    parse_name: Callable[[str, str], tuple[int, int]],
+    *,
+    gallery_only_ids: Collection[int] = (),
 ) -> list[CameraImage]:
     """Lists every `.jpg` of each split folder (sorted by name) and parses its file name.
 
     Non-JPEG files (e.g. `Thumbs.db` in some Market copies) are skipped and logged with their
-    count.
+    count. So are images whose id is in `gallery_only_ids` outside the 'gallery' split: junk
+    (-1) and distractors (0000) are gallery material only (alignedreid §1.3, §7.3); in
+    `bounding_box_train/` they would become an identity class, in `query/` a query whose
+    "matches" are other people.
 
     Args:
       root: dataset folder.
       folders: split name ('train', 'query', 'gallery') -> folder name under `root`.
       parse_name: (file name, full path for errors) -> (person_id, 0-based camera_id); raises
         `DatasetFormatError` on a name that does not follow the convention.
+      gallery_only_ids: ids that are not identities (e.g. {-1, 0} for Market-1501).
 
     Returns:
       Records grouped by split in `folders` order, sorted by file name inside a split.
@@ -53,6 +61,11 @@ def scan_split_folders(
                 warnings.add("non-JPEG entries skipped", path)
                 continue
             person_id, camera_id = parse_name(name, path)
+            if split != "gallery" and person_id in gallery_only_ids:
+                warnings.add(
+                    f"junk/distractor images (id {person_id}) skipped outside the gallery", path
+                )
+                continue
             records.append(
                 CameraImage(image_path=path, person_id=person_id, camera_id=camera_id, split=split)
             )

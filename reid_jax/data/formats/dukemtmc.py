@@ -2,7 +2,9 @@
 
 `bounding_box_train/` -> 'train' (16,522 images), `query/` -> 'query' (2,228),
 `bounding_box_test/` -> 'gallery' (17,661, including 408 distractor identities, which are
-ordinary ids). Cameras `c1..c8` become camera_id 0..7. There are no junk (-1) images.
+ordinary ids). Cameras `c1..c8` become camera_id 0..7. There are no junk (-1) images (such a
+name is an error); ids start at 0001, so a `0000` file in `bounding_box_train/` or `query/`
+is treated like Market's distractors: skipped and logged, never an identity class or query.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from reid_jax.data.records import CameraImage
 SPLIT_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 RELEASE_NAMES = ("DukeMTMC-reID",)
 NUM_CAMERAS = 8
-_NAME = re.compile(r"^(\d+)_c(\d+)_f(\d+)\.jpg$", re.IGNORECASE)
+# At most 18 id digits (fits int64); ASCII digits only.
+_NAME = re.compile(r"^(\d{1,18})_c(\d+)_f(\d+)\.jpg$", re.IGNORECASE | re.ASCII)
+GALLERY_ONLY_IDS = frozenset({0})
 
 
 def parse_duke_name(name: str, path: str | None = None) -> tuple[int, int]:
@@ -59,4 +63,6 @@ def load_dukemtmc(root: str | os.PathLike) -> list[CameraImage]:
       DatasetFormatError: a split folder is missing or a `.jpg` name is malformed.
     """
     root = _folders.resolve_root(os.fspath(root), SPLIT_FOLDERS["train"], RELEASE_NAMES)
-    return _folders.scan_split_folders(root, SPLIT_FOLDERS, parse_duke_name)
+    return _folders.scan_split_folders(
+        root, SPLIT_FOLDERS, parse_duke_name, gallery_only_ids=GALLERY_ONLY_IDS
+    )

@@ -3,9 +3,11 @@
 `bounding_box_train/` -> 'train', `query/` -> 'query', `bounding_box_test/` -> 'gallery'.
 `PPPP` is a signed person id: `0000` marks distractors (kept as true negatives, person_id 0)
 and `-1` junk images (kept with person_id -1 so the evaluator can drop them; the gallery used
-for evaluation is `bounding_box_test` minus these 3,819 images). Because `-1` shifts every
-later character, names are parsed with a regex, never by fixed positions. Cameras `c1..c6`
-become camera_id 0..5. `gt_query/` and `gt_bbox/` are not read.
+for evaluation is `bounding_box_test` minus these 3,819 images). Both exist only in the
+gallery (alignedreid §1.3): a `-1` or `0000` file in `bounding_box_train/` or `query/` is
+skipped and logged, never made an identity class or a query. Because `-1` shifts every later
+character, names are parsed with a regex, never by fixed positions. Cameras `c1..c6` become
+camera_id 0..5. `gt_query/` and `gt_bbox/` are not read.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from reid_jax.data.records import CameraImage
 SPLIT_FOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 RELEASE_NAMES = ("Market-1501-v15.09.15", "Market-1501")
 NUM_CAMERAS = 6
-# signed id, `_c`, one camera digit, `s` + sequence, frame, box index.
-_NAME = re.compile(r"^(-?\d+)_c(\d)s(\d+)_(\d+)_(\d+)\.jpg$", re.IGNORECASE)
+# Junk -1 or an id (at most 18 digits, so it fits int64), `_c`, one camera digit, `s` +
+# sequence, frame, box index. ASCII: `\d` would also match e.g. Arabic-Indic digits.
+_NAME = re.compile(r"^(-1|\d{1,18})_c(\d)s(\d+)_(\d+)_(\d+)\.jpg$", re.IGNORECASE | re.ASCII)
+GALLERY_ONLY_IDS = frozenset({-1, 0})
 
 
 def parse_market_name(name: str, path: str | None = None) -> tuple[int, int]:
@@ -63,10 +67,13 @@ def load_market1501(root: str | os.PathLike) -> list[CameraImage]:
 
     Returns:
       Train, then query, then gallery records (sorted by file name within a split); junk
-      gallery images have person_id -1, distractors person_id 0.
+      gallery images have person_id -1, distractors person_id 0. Junk and distractor files in
+      `bounding_box_train/` or `query/` are skipped (logged with their count).
 
     Raises:
       DatasetFormatError: a split folder is missing or a `.jpg` name is malformed.
     """
     root = _folders.resolve_root(os.fspath(root), SPLIT_FOLDERS["train"], RELEASE_NAMES)
-    return _folders.scan_split_folders(root, SPLIT_FOLDERS, parse_market_name)
+    return _folders.scan_split_folders(
+        root, SPLIT_FOLDERS, parse_market_name, gallery_only_ids=GALLERY_ONLY_IDS
+    )

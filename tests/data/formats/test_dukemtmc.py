@@ -61,3 +61,12 @@ def test_bad_names(tmp_path, name):
     assert name in str(error.value)
     with pytest.raises(DatasetFormatError):
         parse_duke_name(name)
+
+
+def test_id_0000_outside_the_gallery_is_skipped(tmp_path, warnings_log):
+    root = _make(tmp_path)
+    before = load_dukemtmc(root)
+    (root / "bounding_box_train" / "0000_c1_f0000001.jpg").write_bytes(b"jpeg")
+    (root / "query" / "0000_c2_f0000002.jpg").write_bytes(b"jpeg")
+    assert load_dukemtmc(root) == before
+    assert "2 junk/distractor images (id 0) skipped outside the gallery" in warnings_log.text

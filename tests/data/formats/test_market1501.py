@@ -64,6 +64,29 @@ def test_reads_all_splits_with_junk_and_distractors(tmp_path, warnings_log):
     assert load_market1501(tmp_path) == records
 
 
+@pytest.mark.parametrize("folder", ["bounding_box_train", "query"])
+def test_junk_and_distractors_outside_the_gallery_are_never_identities(
+    tmp_path, warnings_log, folder
+):
+    # alignedreid §1.3: -1 junk and 0000 distractors belong to bounding_box_test only.
+    root = _make(tmp_path)
+    for name in ("-1_c2s1_000100_01.jpg", "0000_c4s2_000200_02.jpg"):
+        (root / folder / name).write_bytes(b"x")
+    records = load_market1501(root)
+    got = [(r.image_path, r.person_id, r.camera_id, r.split) for r in records]
+    assert got == _expected(root)  # exactly the records without the two extra files
+    split = SPLITS[folder]
+    assert not {-1, 0} & {r.person_id for r in records if r.split == split}
+    assert "1 junk/distractor images (id -1) skipped outside the gallery" in warnings_log.text
+    assert "1 junk/distractor images (id 0) skipped outside the gallery" in warnings_log.text
+
+
+def test_unicode_digits_and_huge_ids_are_not_ids():
+    for name in ("٠٠٠٢_c1s1_000451_03.jpg", "0002_c١s1_000451_03.jpg", "9" * 19 + "_c1s1_0_0.jpg"):
+        with pytest.raises(DatasetFormatError, match="field 'name'"):
+            parse_market_name(name)
+
+
 @pytest.mark.parametrize("name", [n for names in FILES.values() for n in names])
 def test_parse_name_matches_reference(name):
     assert parse_market_name(name) == _reference_parse(name)
