@@ -3,8 +3,9 @@
 Layout: `root/reid_raw.json` (a JSON list, one object per image with `split`, `id`, `file_path`,
 `captions`, `processed_tokens`) and `root/imgs/<file_path>`. Identities are **1-based** and kept
 as stored (the SSAN relabelling that drops ids 1369/4116/6116 is a separate step). The split is
-lower-cased and anything other than train/test is treated as 'val', like the SSAN script; a value
-other than 'val' is logged.
+lower-cased and must be 'train', 'val' or 'test'. The SSAN script treats any other value as
+'val' (ssan §1.1); here it is an error naming the record, since the release has no other value
+and a typo would otherwise move images out of training silently.
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ ANNOTATION_FILE = "reid_raw.json"
 IMAGE_FOLDER = "imgs"
 
 
-def _cuhk_split(split: str, warnings: _files.WarningCounter) -> str:
-    if split in ("train", "test", "val"):
-        return split
-    warnings.add(f"records with split {split!r} treated as 'val'")
-    return "val"
+def _cuhk_split(split: str, warnings: _files.WarningCounter) -> str | None:
+    del warnings
+    return split if split in ("train", "test", "val") else None
 
 
 SCHEMA = _pedes.CaptionSchema(
@@ -49,7 +48,8 @@ def load_cuhk_pedes(root: str | os.PathLike, *, check_images: bool = True) -> li
 
     Raises:
       DatasetFormatError: unreadable/invalid JSON, missing or mistyped field, empty caption,
-        token lists not aligned with the captions, missing image.
+        unknown split, token lists not aligned with the captions, image path leaving `imgs/`,
+        missing image.
     """
     root = os.path.abspath(os.fspath(root))
     json_path = os.path.join(root, ANNOTATION_FILE)

@@ -66,12 +66,16 @@ def test_reads_all_fields_keeps_one_based_ids(tmp_path, warnings_log):
     assert "1 images with a caption count other than 2" in warnings_log.text
 
 
-def test_unknown_split_values_become_val_with_a_warning(tmp_path, warnings_log):
+def test_unknown_split_value_is_an_error_not_a_warning(tmp_path):
     entries = _entries()
     entries[3]["split"] = "Dev"
-    _make(tmp_path, entries)
+    json_path = _make(tmp_path, entries)
+    with pytest.raises(DatasetFormatError, match="unknown split value 'Dev'") as error:
+        load_cuhk_pedes(tmp_path)
+    assert_names(error, json_path, 3, "split")
+    entries[3]["split"] = " VAL "  # case and padding are still normalised
+    write_json(json_path, entries)
     assert load_cuhk_pedes(tmp_path)[3].split == "val"
-    assert "1 records with split 'dev' treated as 'val'" in warnings_log.text
 
 
 def test_empty_token_lists_drop_the_caption_or_the_record(tmp_path, warnings_log):
@@ -100,6 +104,9 @@ def test_empty_token_lists_drop_the_caption_or_the_record(tmp_path, warnings_log
         (lambda e: e[2].update(split=3), 2, "split"),
         (lambda e: e[2].update(file_path=""), 2, "file_path"),
         (lambda e: e.__setitem__(1, ["not", "an", "object"]), 1, None),
+        (lambda e: e[1].update(file_path="/etc/passwd"), 1, "file_path"),
+        (lambda e: e[1].update(file_path="CUHK01/../../reid_raw.json"), 1, "file_path"),
+        (lambda e: e[1].update(id=2**63), 1, "id"),
     ],
 )
 def test_bad_records_name_file_record_and_field(tmp_path, mutate, record, field):
