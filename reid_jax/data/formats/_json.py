@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Collection
 from typing import Any
 
 from reid_jax.data.errors import DatasetFormatError
+
+# Ids and labels become int64 arrays downstream; a larger JSON integer would overflow there.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# ASCII only: str.isdigit() also accepts e.g. '²', which int() then refuses.
+_DECIMAL = re.compile(r"\s*-?[0-9]+\s*", re.ASCII)
 
 
 def load_json(path: str | os.PathLike, expected_type: type = list) -> Any:
@@ -39,6 +45,8 @@ def load_json(path: str | os.PathLike, expected_type: type = list) -> Any:
         raise DatasetFormatError(
             path, f"invalid or truncated JSON: {e.msg} at line {e.lineno} column {e.colno}"
         ) from e
+    except RecursionError as e:  # json's decoder recurses once per nested array/object
+        raise DatasetFormatError(path, "JSON nested too deeply to be an annotation file") from e
     if not isinstance(value, expected_type):
         raise DatasetFormatError(
             path, f"top level must be a JSON {expected_type.__name__}, got {type(value).__name__}"
@@ -95,7 +103,7 @@ def get_int(
     minimum: int | None = None,
     allow_digit_str: bool = False,
 ) -> int:
-    """Returns a required integer field (bools rejected; optionally decimal strings accepted).
+    """Returns a required int64-sized integer field (bools rejected; optionally decimal strings).
 
     Args:
       entry: one decoded record.
@@ -103,16 +111,20 @@ def get_int(
       path: annotation file, for errors.
       index: record index, for errors.
       minimum: smallest allowed value, if any.
-      allow_digit_str: accept strings such as "0123" and convert them.
+      allow_digit_str: accept ASCII decimal strings such as "0123" or "-5" and convert them.
 
     Returns:
       The integer.
     """
     value = require(entry, field, path=path, index=index)
-    if allow_digit_str and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if allow_digit_str and isinstance(value, str) and _DECIMAL.fullmatch(value):
         value = int(value)
     if type(value) is not int:
         raise _type_error(path, index, field, "an integer", value)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise DatasetFormatError(
+            path, f"integer {value:.3g} does not fit in int64", record=index, field=field
+        )
     if minimum is not None and value < minimum:
         raise DatasetFormatError(
             path, f"must be >= {minimum}, got {value}", record=index, field=field

@@ -67,8 +67,12 @@ def cell_strings(
       DatasetFormatError: not a cell of non-empty strings; the field names the bad element.
     """
     arr = np.asarray(value)
-    if arr.dtype.kind == "U":
-        return [str(s) for s in arr.ravel()]
+    if arr.dtype.kind == "U":  # a char matrix: one (blank-padded) string per element
+        out = [str(s).strip() for s in arr.ravel()]
+        for j, s in enumerate(out):
+            if not s:
+                raise DatasetFormatError(path, "empty string", record=record, field=f"{field}[{j}]")
+        return out
     if arr.dtype != object:
         raise DatasetFormatError(
             path,
@@ -116,12 +120,21 @@ def integer_array(
                 path, f"expected {length} values, got {arr.size}", record=record, field=field
             )
         arr = arr.ravel()
-    bad = (~np.isfinite(arr) | (arr != np.round(arr))) if arr.dtype.kind == "f" else None
-    if bad is not None and bad.any():
+    if arr.dtype.kind == "f":
+        # 2**63 is the first float outside int64; casting it would wrap silently.
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(arr) | (arr != np.round(arr)) | (np.abs(arr) >= 2.0**63)
+    elif arr.dtype.kind == "u":
+        bad = arr > np.iinfo(np.int64).max
+    else:
+        bad = np.zeros(arr.shape, bool)
+    if bad.any():
         where = np.argwhere(bad)[0].tolist()
+        value = arr[tuple(where)]
+        kind = "out-of-int64-range" if np.isfinite(value) and value == np.round(value) else ""
         raise DatasetFormatError(
             path,
-            f"non-integer value {arr[tuple(where)]!r} at index {where}",
+            f"{kind or 'non-integer'} value {value!r} at index {where}",
             record=record,
             field=field,
         )

@@ -33,7 +33,7 @@ VARIANTS = ("detected", "labeled")
 PROTOCOL_FILE = "cuhk03_new_protocol_config_{variant}.mat"
 RAW_MAT_CANDIDATES = ("cuhk-03.mat", os.path.join("cuhk03_release", "cuhk-03.mat"))
 SPLIT_INDEX_FIELDS = {"train": "train_idx", "query": "query_idx", "gallery": "gallery_idx"}
-_NAME = re.compile(r"^(\d)_(\d{3})_([12])_(\d{2})\.png$")
+_NAME = re.compile(r"^(\d)_(\d{3})_([12])_(\d{2})\.png$", re.ASCII)
 
 
 def _parse_name(name: str, *, source: str, record: int) -> tuple[int, int, int, int]:
