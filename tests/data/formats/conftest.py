@@ -52,3 +52,18 @@ def warnings_log(caplog):
     """Captures absl warnings; returns the caplog fixture."""
     caplog.set_level(logging.WARNING)
     return caplog
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Prints how many fuzz cases each reader ran (test_fuzz_*.py) and how many were refused."""
+    from .fuzzing import CASES, ERRORS
+
+    if not CASES:
+        return
+    terminalreporter.section("fuzzed reader cases")
+    for reader in sorted(CASES):
+        terminalreporter.write_line(
+            f"{reader}: {CASES[reader]} cases, {CASES[reader] - ERRORS[reader]} returned "
+            f"records, {ERRORS[reader]} raised DatasetFormatError"
+        )
+    terminalreporter.write_line(f"total: {sum(CASES.values())} cases")
