@@ -44,7 +44,10 @@ def get_field(container: Any, field: str, *, path: str, record: str | int | None
         return container[field]
     names = getattr(getattr(container, "dtype", None), "names", None)
     if names is None or np.size(container) != 1:
-        raise DatasetFormatError(path, "expected a 1x1 MATLAB struct", record=record)
+        # The container's own name is not known here; name the field it should hold.
+        raise DatasetFormatError(
+            path, "expected a 1x1 MATLAB struct holding this field", record=record, field=field
+        )
     if field not in names:
         raise DatasetFormatError(path, "missing struct field", record=record, field=field)
     return container.ravel()[0][field]

@@ -174,10 +174,14 @@ def dangerous_paths(existing: list[str], base_dir: str) -> st.SearchStrategy[str
     )
 
 
+BREAKS = ("truncate", "insert", "garbage", "deep", "empty")
+
+
 @st.composite
-def file_bytes(draw: st.DrawFn, raw: bytes) -> bytes:
-    """The bytes of a valid file, usually kept, else truncated, spliced with garbage, replaced."""
-    kind = draw(st.sampled_from(["keep"] * 5 + ["truncate", "insert", "garbage", "deep", "empty"]))
+def file_bytes(draw: st.DrawFn, raw: bytes, breaks: tuple[str, ...] = BREAKS) -> bytes:
+    """The bytes of a valid file, usually kept, else broken in one of the `breaks` ways:
+    truncated, spliced with garbage, replaced by garbage, deeply nested JSON, emptied."""
+    kind = draw(st.sampled_from(["keep"] * len(breaks) + list(breaks)))
     if kind == "truncate":
         return raw[: draw(st.integers(0, max(len(raw) - 1, 0)))]
     if kind == "insert":
