@@ -38,6 +38,7 @@ import numpy as np
 
 from reid_jax.data import randaugment, transforms
 from reid_jax.data.errors import DatasetFormatError
+from reid_jax.data.formats.mals import mals_annotation_files
 from reid_jax.data.records import CaptionedImage, CaptionPair
 from reid_jax.data.samplers import SampleIndex, keyed_rng
 from reid_jax.text import masking
@@ -75,27 +76,6 @@ def _embedded_root(data_config: Any) -> Path:
     from reid_jax.data import dataset_root
 
     return dataset_root.dataset_root(data_config, "")
-
-
-MALS_SUBSETS = ("4x", "c_g_a", *(f"c_g_a_{i}" for i in range(44)), "i_g_a") + tuple(
-    f"i_g_a_{i}" for i in range(44)
-)
-
-
-def mals_annotation_files(folder: str | os.PathLike) -> list[str]:
-    """The 91 MALS annotation files of `folder` (gene_attrs/) in the reference order (§1.1).
-
-    Names are `g_<subset>_attrs.json` for the subsets 4x, c_g_a, c_g_a_0..43, i_g_a,
-    i_g_a_0..43.
-
-    Raises:
-      DatasetFormatError: naming the first missing file.
-    """
-    files = [os.path.join(os.fspath(folder), f"g_{name}_attrs.json") for name in MALS_SUBSETS]
-    for path in files:
-        if not os.path.isfile(path):
-            raise DatasetFormatError(path, "MALS annotation file is missing", field="train_files")
-    return files
 
 
 def _expand_train_files(data_config: Any) -> list[str]:
