@@ -131,7 +131,7 @@ def _load_prepared_records(name: str, data_dir: str) -> tuple[Any, ...]:
         raise FileNotFoundError(
             f"{path.parent}: no prepared {name} dataset (its {records_file.RECORDS_FILE} is "
             f"missing); run: reid-jax prepare --dataset {name} --root DATASET_FOLDER "
-            f"--tfds_dir {data_dir}"
+            f"--tfds-dir {data_dir}"
         )
     records, positions = records_file.read_records_file(path)
     return tuple(
