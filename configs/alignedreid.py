@@ -52,6 +52,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             crop_prob=0.0,
             crop_ratio=1.0,  # random crop, off in the re-production (§1.1)
             num_workers=0,  # grain worker processes decoding images
+            # TFDS data directory of the prepared (ArrayRecord) dataset to read instead of the
+            # image files (`reid-jax prepare`); '' = the folder of files. 'embedded': prepared
+            # on first use into <tfds_dir>/<embedded name>/.
+            tfds_dir="",
             # Generation of the embedded dataset (ignored for real datasets); the defaults are
             # shared with the other methods' embedded configs, so one copy serves them all.
             embedded_seed=0,

@@ -161,6 +161,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # replacement/insertion (their candidates leave the caption unchanged).
             eda_synonyms="wordnet" if paper else "none",
             num_workers=0,
+            # TFDS data directory of the prepared (ArrayRecord) dataset to read instead of the
+            # image files (`reid-jax prepare`); '' = the folder of files. Pre-training reads
+            # MALS from it (the test file stays a folder), 'embedded' its MALS and CUHK-PEDES
+            # parts (prepared on first use into <tfds_dir>/<embedded name>/).
+            tfds_dir="",
             embedded_seed=0,
             embedded_image_size=(128, 64),
             embedded_sizes=ml_collections.ConfigDict(),

@@ -51,6 +51,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             max_length=100 if paper else 48,  # T (ssan §1.4); embedded captions have <= 48 words
             min_word_count=2,  # vocabulary threshold (ssan §1.3.2)
             num_workers=0,  # grain worker processes decoding images
+            # TFDS data directory of the prepared (ArrayRecord) dataset to read instead of the
+            # image files (`reid-jax prepare`); '' = the folder of files. 'embedded': prepared
+            # on first use into <tfds_dir>/<embedded name>/.
+            tfds_dir="",
             # Generation of the embedded dataset (ignored for real datasets).
             embedded_seed=0,
             embedded_image_size=(128, 64),

@@ -8,6 +8,7 @@
     reid-jax index --bundle BUNDLE --images DIR --index INDEX
     reid-jax search --index INDEX (--text T | --attributes A | --image FILE) [--top-k K]
     reid-jax serve --index INDEX [--host 127.0.0.1] [--port 8000] [--bundle BUNDLE]
+    reid-jax prepare --dataset NAME --root DATASET_FOLDER --tfds-dir DIR
 
 Config errors, dataset format errors, missing paths and mistyped overrides print one line and
 exit with status 2 (`--debug` shows the traceback instead).
@@ -63,7 +64,14 @@ COMMANDS = {
         "a local search page (text, attributes or a photo) and its JSON API over an index",
         "reid-jax serve --index indexes/crops --port 8000",
     ),
+    "prepare": (
+        "write a dataset folder as ArrayRecord files to train from (--config.data.tfds_dir)",
+        "reid-jax prepare --dataset cuhk_pedes --root /data/CUHK-PEDES --tfds-dir /data/tfds",
+    ),
 }
+
+# `reid-jax prepare --dataset` choices (the TFDS builders of reid_jax.data.builders.registry).
+PREPARED_DATASETS = ("cuhk_pedes", "icfg_pedes", "rstpreid", "market1501", "mals")
 
 
 class UsageError(Exception):
@@ -191,7 +199,20 @@ def _build_parser() -> _Parser:
     )
     serve.add_argument("--bundle", help="encode queries with this bundle (default: the index's)")
 
-    for sub in (train, evaluate, imports, exports, index, search, serve):
+    prepare = commands.add_parser(
+        "prepare", help=COMMANDS["prepare"][0], epilog=COMMANDS["prepare"][1]
+    )
+    prepare.add_argument("--dataset", required=True, choices=PREPARED_DATASETS)
+    prepare.add_argument(
+        "--root",
+        required=True,
+        help="the dataset folder, as data.root (MALS: the folder holding gene_attrs/)",
+    )
+    prepare.add_argument(
+        "--tfds-dir", required=True, help="TFDS data directory to write (data.tfds_dir)"
+    )
+
+    for sub in (train, evaluate, imports, exports, index, search, serve, prepare):
         sub.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
 
@@ -394,6 +415,22 @@ def _serve(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
     print("stopped", flush=True)
 
 
+def _prepare(args: argparse.Namespace, overrides: list[tuple[str, str]]) -> None:
+    _refuse_overrides("prepare", overrides)
+    if not os.path.isdir(args.root):
+        raise FileNotFoundError(f"--root {args.root}: no such folder")
+    from reid_jax.data.builders import registry
+
+    print(f"preparing {args.dataset} from {args.root} into {args.tfds_dir}", flush=True)
+    builder = registry.prepare_dataset(args.dataset, manual_dir=args.root, data_dir=args.tfds_dir)
+    counts = ", ".join(f"{s} {i.num_examples}" for s, i in builder.info.splits.items())
+    print(
+        f"prepared {args.dataset} in {builder.data_dir} ({counts} examples); train from it "
+        f"with --config.data.tfds_dir={args.tfds_dir}",
+        flush=True,
+    )
+
+
 RUNNERS: dict[str, Callable[[argparse.Namespace, list[tuple[str, str]]], None]] = {
     "train": _train,
     "evaluate": _evaluate,
@@ -402,6 +439,7 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, list[tuple[str, str]]], None]] 
     "index": _index,
     "search": _search,
     "serve": _serve,
+    "prepare": _prepare,
 }
 
 

@@ -122,6 +122,10 @@ def _check(condition: bool, field: str, message: str) -> None:
         raise ConfigError(field, message)
 
 
+# Dataset paths a run does not read when `data.tfds_dir` names a prepared dataset.
+READ_FROM_PREPARED = ("data.root", "data.train_files", "data.train_image_root")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Checks a config once at the start of a run.
 
@@ -133,7 +137,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
     """
     for section in SECTIONS:
         _check(section in config, section, "missing section")
+    # attribute_joint has no tfds_dir field (it reads image folders only).
+    prepared = "data" in config and "tfds_dir" in config.data and bool(config.data.tfds_dir)
     for name, value in _leaves(config):
+        if prepared and name in READ_FROM_PREPARED:
+            continue
         if isinstance(value, _RequiredReference) and value.get() is None:
             raise ConfigError(
                 name, f"required value is not set (override it, e.g. --config.{name}=...)"

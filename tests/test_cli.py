@@ -179,3 +179,10 @@ def test_import_weights_then_evaluate_and_fine_tune(monkeypatch, tmp_path, capsy
     # Everything loads but the ID classifiers: the import could not know the 8 identities.
     assert "new (kept from init)        0 arrays" in out
     assert "shape mismatches            6 arrays" in out and "classifier_global/kernel" in out
+
+
+def test_prepare_of_a_missing_folder_prints_one_line(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    argv = ["prepare", "--dataset", "market1501", "--root", str(missing)]
+    assert cli.main([*argv, "--tfds-dir", str(tmp_path / "tfds")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --root {missing}: no such folder"

@@ -38,6 +38,7 @@ import numpy as np
 
 from reid_jax.data import randaugment, transforms
 from reid_jax.data.errors import DatasetFormatError
+from reid_jax.data.formats.mals import mals_annotation_files
 from reid_jax.data.records import CaptionedImage, CaptionPair
 from reid_jax.data.samplers import SampleIndex, keyed_rng
 from reid_jax.text import masking
@@ -77,27 +78,6 @@ def _embedded_root(data_config: Any) -> Path:
     return dataset_root.dataset_root(data_config, "")
 
 
-MALS_SUBSETS = ("4x", "c_g_a", *(f"c_g_a_{i}" for i in range(44)), "i_g_a") + tuple(
-    f"i_g_a_{i}" for i in range(44)
-)
-
-
-def mals_annotation_files(folder: str | os.PathLike) -> list[str]:
-    """The 91 MALS annotation files of `folder` (gene_attrs/) in the reference order (§1.1).
-
-    Names are `g_<subset>_attrs.json` for the subsets 4x, c_g_a, c_g_a_0..43, i_g_a,
-    i_g_a_0..43.
-
-    Raises:
-      DatasetFormatError: naming the first missing file.
-    """
-    files = [os.path.join(os.fspath(folder), f"g_{name}_attrs.json") for name in MALS_SUBSETS]
-    for path in files:
-        if not os.path.isfile(path):
-            raise DatasetFormatError(path, "MALS annotation file is missing", field="train_files")
-    return files
-
-
 def _expand_train_files(data_config: Any) -> list[str]:
     """`data.train_files`, with a MALS annotation folder expanded to its 91 files."""
     files: list[str] = []
@@ -117,6 +97,10 @@ def load_train_pairs(data_config: Any) -> list[CaptionPair]:
     from reid_jax.data.formats.mals import load_mals
 
     if trains_on_attributes(data_config):
+        if data_config.tfds_dir:
+            raise ValueError(
+                "config.data.tfds_dir: attribute images are read from their folder; set tfds_dir=''"
+            )
         images = load_attribute_images(data_config, "train")
         return [
             CaptionPair(path, "", identity, tuple(int(v) for v in labels))
@@ -126,37 +110,57 @@ def load_train_pairs(data_config: Any) -> list[CaptionPair]:
         ]
 
     if data_config.dataset == "embedded":
-        root = _embedded_root(data_config)
         if trains_on_mals(data_config):
+            if data_config.tfds_dir:
+                return list(_prepared(data_config, "mals", "MALS"))
+            root = _embedded_root(data_config)
             files = sorted((root / "MALS" / "gene_attrs").glob("*.json"))
             return load_mals(files, root / "MALS")
-        records = _embedded_cuhk(root)
         return [
             CaptionPair(r.image_path, caption, str(r.person_id), None)
-            for r in records
+            for r in _embedded_cuhk(data_config)
             if r.split == "train"
             for caption in r.captions
         ]
     if trains_on_mals(data_config):
+        if data_config.tfds_dir:
+            return list(_prepared(data_config, "mals", ""))
         return load_mals(_expand_train_files(data_config), data_config.train_image_root)
+    if data_config.tfds_dir:
+        raise ValueError(
+            f"config.data.tfds_dir: the APTM fine-tuning files of '{data_config.dataset}' are "
+            "read from their folder (prepared datasets: MALS and the embedded data); "
+            "set tfds_dir=''"
+        )
     pairs: list[CaptionPair] = []
     for path in _expand_train_files(data_config):
         pairs += load_aptm_train(path, data_config.train_image_root)
     return pairs
 
 
-def _embedded_cuhk(root: Path) -> list[CaptionedImage]:
+def _prepared(data_config: Any, builder_name: str, embedded_part: str) -> tuple:
+    """Records of the prepared copy in `data.tfds_dir` (see `dataset_root.prepared_records`)."""
+    from reid_jax.data import dataset_root
+
+    return dataset_root.prepared_records(data_config, builder_name, embedded_part)
+
+
+def _embedded_cuhk(data_config: Any) -> list[CaptionedImage]:
+    """The embedded CUHK-PEDES part: parsed, or prepared when `data.tfds_dir` is set."""
     from reid_jax.data.formats.cuhk_pedes import load_cuhk_pedes
 
-    return load_cuhk_pedes(root / "CUHK-PEDES")
+    if data_config.tfds_dir:
+        return list(_prepared(data_config, "cuhk_pedes", "CUHK-PEDES"))
+    return load_cuhk_pedes(_embedded_root(data_config) / "CUHK-PEDES")
 
 
 def load_test_images(data_config: Any) -> list[CaptionedImage]:
-    """Evaluation gallery images with their caption queries (aptm §1.2, §6)."""
+    """Evaluation gallery images with their caption queries (aptm §1.2, §6). Real datasets
+    read `test_file` from its folder even with `data.tfds_dir` (a few thousand images)."""
     from reid_jax.data.formats.aptm_json import load_aptm_test
 
     if data_config.dataset == "embedded":
-        return [r for r in _embedded_cuhk(_embedded_root(data_config)) if r.split == "test"]
+        return [r for r in _embedded_cuhk(data_config) if r.split == "test"]
     return load_aptm_test(
         data_config.test_file,
         data_config.test_image_root,

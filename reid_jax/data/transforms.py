@@ -7,12 +7,14 @@ pipeline that keys its generator by (seed, epoch, index) augments reproducibly.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from reid_jax.data import image_locations
 from reid_jax.data.errors import DatasetFormatError
 
 SSAN_MEAN = (0.5, 0.5, 0.5)
@@ -23,23 +25,30 @@ ALIGNEDREID_STD = (0.229, 0.224, 0.225)
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Decodes an image file to RGB.
+    """Decodes an image file, or an image stored in a prepared dataset, to RGB.
 
     Args:
-      path: image file.
+      path: image file, or an image location `tfds://<name>/<split>/<i>@<data_dir>`
+        (`reid_jax.data.image_locations`): its stored bytes are decoded the same way.
 
     Returns:
       uint8 [h, w, 3] RGB array (grayscale / RGBA / palette inputs are converted).
 
     Raises:
-      FileNotFoundError: the file does not exist (message names the path).
+      FileNotFoundError: the file (or stored image) does not exist (message names the path).
       DatasetFormatError: the file cannot be decoded (names the path).
     """
     path = os.fspath(path)
     try:
-        with Image.open(path) as image:
+        if image_locations.is_location(path):
+            source = io.BytesIO(image_locations.read_image_bytes(path))
+        else:
+            source = path
+        with Image.open(source) as image:
             return np.asarray(image.convert("RGB"))
     except FileNotFoundError as error:
+        if image_locations.is_location(path):
+            raise
         raise FileNotFoundError(f"{path}: image file not found") from error
     except (UnidentifiedImageError, OSError, ValueError) as error:
         raise DatasetFormatError(path, f"cannot decode image ({error})", field="image") from error

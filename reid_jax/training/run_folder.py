@@ -37,6 +37,7 @@ HARMLESS_FIELDS = (
     "checkpoint.",
     "data.num_workers",
     "data.root",
+    "data.tfds_dir",  # a prepared dataset gives the same records, images and order
     "mesh.distributed",
     "model.remat",
     "model.pretrained_trunk",
@@ -123,7 +124,7 @@ def write_config(workdir: str | os.PathLike, config: Any) -> None:
 
 # Config fields added after run folders were first written, with the value that reproduces
 # the older behaviour: `load_config` fills them into an older config.json.
-FIELDS_ADDED_LATER = {"model.matmul_precision": "default"}
+FIELDS_ADDED_LATER = {"model.matmul_precision": "default", "data.tfds_dir": ""}
 
 
 def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:

@@ -14,8 +14,8 @@ One example per image (one `CaptionedImage`):
 | `tokens` | Sequence(Text) | per caption, `processed_tokens` joined by spaces; [] if none |
 | `index` | int64 | position of the record in the parser's (file) order |
 
-Text comes back as UTF-8 `bytes`. Examples are stored in hash order: sort by `index` where
-file order matters (e.g. the SSAN vocabulary's first-occurrence order, ssan §1.3). `tokens` is
+Text comes back as UTF-8 `bytes`. Each split holds its examples in file order (`index`
+ascending; the SSAN vocabulary depends on first-occurrence order, ssan §1.3). `tokens` is
 empty for files without `processed_tokens` (RSTPReid).
 """
 

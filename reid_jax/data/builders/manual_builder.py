@@ -12,9 +12,12 @@ How the builders work without TensorFlow (checked with tensorflow-datasets 4.9.1
 * Not usable without TF: encoding a NumPy image through `tfds.features.Image` (needs
   `tf.image.encode_*`), hence `image_encoding.rgb_image_bytes`; `tf.data` (`as_dataset`).
   `dataset_info_from_configs` is avoided (it reads metadata files next to the module).
-* Examples are stored in a hash order of their keys, not in file order; every builder stores
-  the record's file-order position as `index`. TFDS cannot write an empty split, so splits
-  without records are left out with a warning.
+* Examples are written in the order of their integer keys (`disable_shuffling`, version
+  1.1.0; 1.0.0 stored them in a hash order), and the key is the record's file-order
+  position, also stored as `index`. So position p of a split is the p-th example of that
+  split in file order, which `image_positions` states and `records_file` relies on: a
+  training run finds an image by (split, position) without reading the rest. TFDS cannot
+  write an empty split, so splits without records are left out with a warning.
 """
 
 from __future__ import annotations
@@ -61,11 +64,20 @@ class ManualRecordsBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
     """Builder whose manual dir is a dataset root read by one parser; one example per record.
 
     Subclasses set `SPLITS`, `DESCRIPTION`, `HOMEPAGE`, `MANUAL_DOWNLOAD_INSTRUCTIONS` and
-    implement `features`, `load_records` and `record_example`.
+    implement `features`, `load_records` and `record_example`. A builder that stores several
+    records per example (MALS: one example per image) overrides `split_examples` and
+    `image_positions` together.
     """
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release."}
+    # Set by `_split_generators`: the records just written, so that `registry.prepare_dataset`
+    # writes the records file without parsing the dataset a second time.
+    parsed_records: list | None = None
+
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release.",
+        "1.1.0": "Examples in file order (key order), so positions follow the annotations.",
+    }
     SPLITS: tuple[str, ...] = ()
     DESCRIPTION = ""
     HOMEPAGE = ""
@@ -95,12 +107,34 @@ class ManualRecordsBuilder(tfds.core.GeneratorBasedBuilder, abc.ABC):
             description=self.DESCRIPTION,
             features=self.features(),
             homepage=self.HOMEPAGE,
+            disable_shuffling=True,
         )
+
+    def split_examples(self, records: Sequence, root: str) -> dict[str, Iterator]:
+        """split -> generator of (key, example), keys ascending in file order."""
+        grouped = group_by_split(records, self.SPLITS, source=root)
+        return {split: self._generate_examples(items, root) for split, items in grouped.items()}
+
+    def image_positions(self, records: Sequence) -> list[tuple[str, int]]:
+        """(split, position) of each record's example: its rank among its split's records.
+
+        Args:
+          records: the parsed records in file order (as `load_records` returns them).
+
+        Returns:
+          one (split, position) per record, in the same order.
+        """
+        counts: dict[str, int] = {}
+        positions = []
+        for record in records:
+            positions.append((record.split, counts.get(record.split, 0)))
+            counts[record.split] = positions[-1][1] + 1
+        return positions
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager) -> dict:
         root = os.fspath(dl_manager.manual_dir)
-        grouped = group_by_split(self.load_records(root), self.SPLITS, source=root)
-        return {split: self._generate_examples(items, root) for split, items in grouped.items()}
+        self.parsed_records = self.load_records(root)
+        return self.split_examples(self.parsed_records, root)
 
     def _generate_examples(self, items: list, root: str) -> Iterator[tuple[int, dict]]:
         for index, record in items:

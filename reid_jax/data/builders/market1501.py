@@ -14,7 +14,7 @@ One example per image:
 | `image_path` | Text | relative to the manual dir, e.g. `query/0001_c1s1_001051_00.jpg` |
 | `person_id` | int64 | from the file name; 0 = distractor, -1 = junk (kept as parsed) |
 | `camera_id` | int64 | 0-based camera (`c1` -> 0) |
-| `index` | int64 | position in the parser's order (examples are stored in hash order) |
+| `index` | int64 | position in the parser's order (each split is stored in this order) |
 """
 
 from __future__ import annotations

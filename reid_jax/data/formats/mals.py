@@ -13,11 +13,41 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
+from reid_jax.data.errors import DatasetFormatError
 from reid_jax.data.formats import _files, _json
 from reid_jax.data.records import CaptionPair
 
 NUM_ATTRIBUTES = 27
 LABEL_VALUES = frozenset({1, 0, -1})
+# The 91 annotation subsets in the reference order (aptm §1.1); file `g_<subset>_attrs.json`.
+MALS_SUBSETS = ("4x", "c_g_a", *(f"c_g_a_{i}" for i in range(44)), "i_g_a") + tuple(
+    f"i_g_a_{i}" for i in range(44)
+)
+ANNOTATION_FOLDER = "gene_attrs"
+
+
+def mals_annotation_files(folder: str | os.PathLike, *, allow_missing: bool = False) -> list[str]:
+    """The MALS annotation files of `folder` (gene_attrs/) in the reference order (aptm §1.1).
+
+    Args:
+      folder: the folder of the `g_<subset>_attrs.json` files.
+      allow_missing: return the files that exist (at least one) instead of requiring all 91,
+        e.g. for a subset of MALS or the embedded dataset's part.
+
+    Returns:
+      file paths, in the order 4x, c_g_a, c_g_a_0..43, i_g_a, i_g_a_0..43.
+
+    Raises:
+      DatasetFormatError: naming the first missing file (or the folder, if none exists).
+    """
+    files = [os.path.join(os.fspath(folder), f"g_{name}_attrs.json") for name in MALS_SUBSETS]
+    present = [path for path in files if os.path.isfile(path)]
+    if not present:
+        raise DatasetFormatError(os.fspath(folder), "no MALS annotation file g_<subset>_attrs.json")
+    if not allow_missing and len(present) < len(files):
+        missing = next(path for path in files if not os.path.isfile(path))
+        raise DatasetFormatError(missing, "MALS annotation file is missing", field="train_files")
+    return present
 
 
 def parse_mals_file(json_path: str, image_root: str, *, check_images: bool) -> list[CaptionPair]:

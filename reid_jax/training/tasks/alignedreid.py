@@ -90,6 +90,8 @@ def _parse_records(dataset: str, root: str) -> list[CameraImage]:
 
 
 _load_records = dataset_root.cached_loader(_parse_records)
+# data.dataset -> TFDS builder, for reading a prepared dataset (data.tfds_dir).
+PREPARED_BUILDERS = {"embedded": "market1501", "market1501": "market1501"}
 
 
 def load_split(data_config: Any, split: str) -> list[CameraImage]:
@@ -98,7 +100,11 @@ def load_split(data_config: Any, split: str) -> list[CameraImage]:
     The gallery still holds Market-1501's -1 junk images; the evaluation protocol drops them.
     """
     return dataset_root.split_records(
-        data_config, split, embedded_part="Market-1501", load=_load_records
+        data_config,
+        split,
+        embedded_part="Market-1501",
+        load=_load_records,
+        builders=PREPARED_BUILDERS,
     )
 
 

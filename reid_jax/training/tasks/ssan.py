@@ -48,12 +48,22 @@ def _parse_records(dataset: str, root: str) -> list[CaptionedImage]:
 
 
 _load_records = dataset_root.cached_loader(_parse_records)
+# data.dataset -> TFDS builder, for reading a prepared dataset (data.tfds_dir).
+PREPARED_BUILDERS = {
+    "embedded": "cuhk_pedes",
+    "cuhk_pedes": "cuhk_pedes",
+    "icfg_pedes": "icfg_pedes",
+}
 
 
 def load_split(data_config: Any, split: str) -> list[CaptionedImage]:
     """Records of one split ('train' or 'test') of the configured dataset (cached)."""
     return dataset_root.split_records(
-        data_config, split, embedded_part="CUHK-PEDES", load=_load_records
+        data_config,
+        split,
+        embedded_part="CUHK-PEDES",
+        load=_load_records,
+        builders=PREPARED_BUILDERS,
     )
 
 
