@@ -37,6 +37,15 @@ def is_location(path: str) -> bool:
     return path.startswith(SCHEME)
 
 
+def display_name(path: str) -> str:
+    """The short name shown for an image: a file's base name, or `<name>/<split>/<position>`
+    for a location."""
+    if is_location(path):
+        head = path.removeprefix(SCHEME).partition("@")[0]
+        return head
+    return os.path.basename(path)
+
+
 def make_location(name: str, split: str, position: int, data_dir: str | os.PathLike) -> str:
     """The location string of example `position` of `split` (see the module docstring).
 

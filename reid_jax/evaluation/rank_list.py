@@ -18,6 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from reid_jax.data import image_locations, transforms
+from reid_jax.data.errors import DatasetFormatError
 from reid_jax.evaluation import retrieval
 
 CORRECT_RGB = (22, 163, 74)
@@ -42,11 +44,12 @@ def _font(size: int) -> ImageFont.ImageFont:
 
 
 def _thumbnail(path: str) -> Image.Image:
-    """THUMB_W x THUMB_H RGB thumbnail, or a grey placeholder if the file cannot be read."""
+    """THUMB_W x THUMB_H RGB thumbnail of an image file or a prepared dataset's image location
+    (`data.image_locations`), or a grey placeholder if it cannot be read."""
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB").resize((THUMB_W, THUMB_H), Image.Resampling.BICUBIC)
-    except (OSError, ValueError):
+        image = Image.fromarray(transforms.load_rgb(path))
+        return image.resize((THUMB_W, THUMB_H), Image.Resampling.BICUBIC)
+    except (OSError, ValueError, DatasetFormatError):
         tile = Image.new("RGB", (THUMB_W, THUMB_H), (200, 200, 200))
         ImageDraw.Draw(tile).text((6, THUMB_H // 2 - 6), "missing", fill=_MUTED, font=_font(11))
         return tile
@@ -121,7 +124,9 @@ def render_rank_list(
     if scores.shape != (len(queries), len(gallery_paths)):
         raise ValueError(f"similarity {scores.shape} != ({len(queries)}, {len(gallery_paths)})")
     if queries_are_images is None:
-        queries_are_images = all(os.path.isfile(q) for q in queries)
+        queries_are_images = all(
+            image_locations.is_location(q) or os.path.isfile(q) for q in queries
+        )
     rows, ap = _select_rows(
         scores, query_ids, gallery_ids, gallery_junk_mask, query_indices, num_queries, worst_first
     )
@@ -266,7 +271,7 @@ def _html_page(info, queries, gallery_paths, ids, queries_are_images) -> str:
         cells = [f"<td class='q'>{head}{body}</td>"]
         for rank, (g, ok) in enumerate(zip(row["gallery_indices"], row["correct"], strict=True)):
             uri = _data_uri(_thumbnail(gallery_paths[g]))
-            name = html.escape(os.path.basename(gallery_paths[g]))
+            name = html.escape(image_locations.display_name(gallery_paths[g]))
             cells.append(
                 f"<td><small>#{rank + 1}</small><img class='{'ok' if ok else 'bad'}' "
                 f"src='{uri}' title='{name}'><small>id {html.escape(str(gallery_ids[g]))}"
@@ -326,7 +331,7 @@ def render_search_results(
         canvas.paste(thumb, (x + BORDER, y + BORDER))
         draw.text((x, y - _LABEL_H + 2), f"#{j + 1}", fill=_MUTED, font=small)
         draw.text((x, y + THUMB_H + 2 * BORDER + 2), f"{score:.3f}", fill=_TEXT, font=small)
-        name = os.path.basename(path)
+        name = image_locations.display_name(path)
         draw.text((x, y + THUMB_H + 2 * BORDER + 2 + 13), name[:11], fill=_MUTED, font=small)
         cells.append(
             f"<td><small>#{j + 1} · {score:.3f}</small><img src='{_data_uri(thumb)}' "

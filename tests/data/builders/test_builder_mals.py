@@ -108,3 +108,29 @@ def test_malformed_location_is_a_value_error():
         image_locations.parse_location("tfds://mals/train@/data")
     with pytest.raises(ValueError, match="not a non-negative integer"):
         image_locations.parse_location("tfds://mals/train/x@/data")
+
+
+def test_rank_list_shows_prepared_images_and_their_short_names(prepared, tmp_path):
+    """Rank lists of a run trained from a prepared dataset show the stored pictures (not the
+    'missing' placeholder) and the location's short name, not the data directory."""
+    from reid_jax.evaluation import rank_list
+
+    _, data_dir, _ = prepared
+    locations = [image_locations.make_location("mals", "train", i, data_dir) for i in range(4)]
+    page = tmp_path / "rank.html"
+    rank_list.render_rank_list(
+        queries=locations[:1],
+        gallery_paths=locations,
+        similarity=np.eye(1, 4, dtype=np.float32),
+        query_ids=np.array([0]),
+        gallery_ids=np.arange(4),
+        out_png=str(tmp_path / "rank.png"),
+        out_html=str(page),
+        num_queries=1,
+        top_k=4,
+    )
+    text = page.read_text()
+    assert "mals/train/3" in text and str(data_dir) not in text
+    thumbnail = rank_list._thumbnail(locations[1])
+    want = Image.fromarray(transforms.load_rgb(locations[1])).resize(thumbnail.size, Image.BICUBIC)
+    assert np.array_equal(np.asarray(thumbnail), np.asarray(want))
