@@ -6,7 +6,7 @@ paper's optimizer), at the paper's sizes by default (`configs/ssan.py:cuhk_pedes
 classes, on random inputs. On a GPU/TPU it also reports the model FLOP utilisation.
 
 FLOPs: XLA's `cost_analysis` counts a while-loop body once, so it misses T - 1 of the BiLSTM's
-T recurrent steps (the largest matmuls of the step); `tflop_per_step` adds them back
+T steps (the largest matmuls of the step, at full length T); `tflop_per_step` adds them back
 analytically (`recurrent_flops_not_counted`), `xla_tflop_per_step` is XLA's raw count.
 Memory: XLA's buffer plan from `memory_analysis` (temporaries, arguments) and the process's
 peak resident set size (`ru_maxrss`), which also holds the host batch and the runtime.
@@ -84,22 +84,23 @@ def random_batch(
 
 
 def recurrent_flops_not_counted(config, batch_size: int) -> float:
-    """BiLSTM recurrent-matmul FLOPs of the T - 1 scan steps XLA's cost analysis leaves out.
+    """BiLSTM matmul FLOPs of the T - 1 scan steps XLA's cost analysis leaves out.
 
-    The text batch is 4B sequences (captions and partners through both embedding streams);
-    each step multiplies [2, 4B, H] by [2, H, 4H] forward and twice in the backward pass
-    (input and weight gradients); the BiLSTM's remat keeps the matmul outputs, so remat adds
-    no matmul here.
+    The text batch is 4B sequences (captions and partners through both embedding streams).
+    Each forward step multiplies [2, 4B, E] by [2, E, 4H] and [2, 4B, H] by [2, H, 4H]; each
+    backward step does twice that (input and weight gradients). XLA counts one step of each
+    scan. This is the cost at full length T: the step skips positions past the batch's
+    longest caption (`backbones.bilstm`), so with real captions it runs fewer.
 
     Args:
-      config: the SSAN config (model.lstm_hidden, data.max_length).
+      config: the SSAN config (model.embed_dim, model.lstm_hidden, data.max_length).
       batch_size: global batch B.
 
     Returns:
       The missing FLOPs of one train step.
     """
     hidden = config.model.lstm_hidden
-    forward = 2 * 2 * (4 * batch_size) * hidden * (4 * hidden)
+    forward = 2 * 2 * (4 * batch_size) * (config.model.embed_dim + hidden) * (4 * hidden)
     return (config.data.max_length - 1) * 3 * forward
 
 
@@ -200,7 +201,7 @@ def measure(
         "compile_seconds": round(compile_seconds, 1),
         "tflop_per_step": step_timing.significant(flops / 1e12),
         "xla_tflop_per_step": step_timing.significant(xla_flops / 1e12),
-        "flop_note": "XLA's count + the BiLSTM recurrent matmuls of the T - 1 scan steps it "
+        "flop_note": "XLA's count + the BiLSTM matmuls of the T - 1 scan steps it "
         "counts once (recurrent_flops_not_counted)",
         "all_reduce_ops": step_timing.all_reduce_ops(compiled),
         "temp_memory_gib": round(temp_gib, 2),

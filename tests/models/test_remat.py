@@ -1,4 +1,4 @@
-"""Rematerialisation options (ResNet.remat, BiLstm.remat, SsanModel.remat): same parameter
+"""Rematerialisation options (ResNet.remat, SsanModel.remat): same parameter
 tree, same outputs and gradients, and less XLA memory on CPU with the task's compiler options."""
 
 import functools

@@ -3,8 +3,12 @@ gradients, normalisation statistics, metrics and losses stay float32, and one bf
 objective + gradient stays within stated tolerances of the float32 one, for every task.
 
 Tolerances (one embedded smoke batch, random initialisation, measured on this CPU):
-  * the total loss within 2 % (measured: 0.02-0.8 %) and each identity-classification loss
-    within 0.1 % (smooth terms; measured <= 0.01 %);
+  * the total loss within 2 % (measured: 0.02-0.8 %), 5 % for SSAN, and each
+    identity-classification loss within 0.1 % (smooth terms; measured <= 0.01 %). SSAN's
+    compound ranking loss picks a random semi-hard negative among those inside the margin
+    band, so a similarity that rounds across the band's edge changes which triplets count:
+    its ranking loss moved 7 % (total 2.3 %) when the BiLSTM's input projection began
+    accumulating in float32, while its ID losses still agree to 1e-5;
   * the cosine between the float32 and bfloat16 gradients (all parameters flattened) at least
     0.999 for APTM (measured 0.9998) and 0.8 for the ResNet tasks (measured 0.87 SSAN,
     0.95 AlignedReID, 0.96 joint space): bfloat16 keeps 8 mantissa bits, and through the
@@ -24,11 +28,11 @@ import pytest
 from reid_jax.training.tasks import alignedreid, aptm, attribute_joint, ssan
 
 FAST_COMPILE = {"xla_backend_optimization_level": 0}
-TASKS = {
-    "ssan": (ssan, 0.8),
-    "alignedreid": (alignedreid, 0.8),
-    "attribute_joint": (attribute_joint, 0.8),
-    "aptm": (aptm, 0.999),
+TASKS = {  # name -> (task, total-loss rtol, minimum gradient cosine)
+    "ssan": (ssan, 0.05, 0.8),
+    "alignedreid": (alignedreid, 0.02, 0.8),
+    "attribute_joint": (attribute_joint, 0.02, 0.8),
+    "aptm": (aptm, 0.02, 0.999),
 }
 
 
@@ -60,7 +64,7 @@ def data_cache(tmp_path_factory):
 
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_bfloat16_objective_and_gradients_follow_float32(name, tmp_path, monkeypatch, data_cache):
-    task, min_cosine = TASKS[name]
+    task, loss_rtol, min_cosine = TASKS[name]
     monkeypatch.setenv("REID_JAX_DATA", str(data_cache))
     config = _smoke_config(name)
     loader, info = task.make_train_data(config, tmp_path / "run", shard_index=0, shard_count=1)
@@ -97,7 +101,7 @@ def test_bfloat16_objective_and_gradients_follow_float32(name, tmp_path, monkeyp
     for tree in (grads16, stats16, metrics16):
         assert {np.asarray(x).dtype for x in jax.tree.leaves(tree)} <= {np.dtype(np.float32)}
     assert np.asarray(loss16).dtype == np.float32 and np.isfinite(loss16)
-    np.testing.assert_allclose(loss16, loss32, rtol=2e-2)
+    np.testing.assert_allclose(loss16, loss32, rtol=loss_rtol)
     smooth = [k for k in metrics32 if "id_loss" in k or k.endswith("/id")]
     for key in smooth:
         np.testing.assert_allclose(metrics16[key], metrics32[key], rtol=1e-3, err_msg=key)

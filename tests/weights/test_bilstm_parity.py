@@ -37,3 +37,71 @@ def test_bilstm_matches_packed_torch_lstm():
     got = jax.jit(model.apply)(variables, inputs.numpy(), lengths.numpy().astype(np.int32))
     np.testing.assert_allclose(np.asarray(got), want, atol=1e-5, rtol=0)
     assert np.all(np.asarray(got)[1, 3:] == 0)  # padded steps are exact zeros
+
+
+def _torch_packed_bilstm(lstm, inputs, lengths, total_length):
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        inputs, lengths, batch_first=True, enforce_sorted=False
+    )
+    out, _ = lstm(packed)
+    out, _ = torch.nn.utils.rnn.pad_packed_sequence(
+        out, batch_first=True, total_length=total_length
+    )
+    hidden = lstm.hidden_size
+    return (out[..., :hidden] + out[..., hidden:]) / 2
+
+
+def test_bilstm_gradients_match_packed_torch_lstm_past_the_longest_caption():
+    """Steps past the batch's longest sequence are skipped (lax.cond in the scan, hand-written
+    VJP); outputs and gradients (inputs and both kernels) must still equal PyTorch's packed
+    LSTM, including a batch padded well beyond its longest sequence."""
+    torch.manual_seed(1)
+    lstm = torch.nn.LSTM(8, 12, bidirectional=True, bias=False, batch_first=True)
+    inputs = torch.randn(3, 11, 8, requires_grad=True)
+    lengths = torch.tensor([5, 2, 7])  # longest 7 of T = 11
+    cotangent = torch.randn(3, 11, 12)
+    out = _torch_packed_bilstm(lstm, inputs, lengths, total_length=11)
+    (out * cotangent).sum().backward()
+    want_grads = {
+        "inputs": inputs.grad.numpy(),
+        "input_kernel": np.stack(
+            [lstm.weight_ih_l0.grad.numpy().T, lstm.weight_ih_l0_reverse.grad.numpy().T]
+        ),
+        "recurrent_kernel": np.stack(
+            [lstm.weight_hh_l0.grad.numpy().T, lstm.weight_hh_l0_reverse.grad.numpy().T]
+        ),
+    }
+    params = {
+        "input_kernel": np.stack(
+            [lstm.weight_ih_l0.detach().numpy().T, lstm.weight_ih_l0_reverse.detach().numpy().T]
+        ),
+        "recurrent_kernel": np.stack(
+            [lstm.weight_hh_l0.detach().numpy().T, lstm.weight_hh_l0_reverse.detach().numpy().T]
+        ),
+    }
+    model = BiLstm(12)
+    x = inputs.detach().numpy()
+    lengths_np = lengths.numpy().astype(np.int32)
+
+    def objective(params, x):
+        got = model.apply({"params": params}, x, lengths_np)
+        return jnp.sum(got * cotangent.numpy()), got
+
+    (_, got), (param_grads, input_grads) = jax.jit(
+        jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)
+    )(params, x)
+    np.testing.assert_allclose(np.asarray(got), out.detach().numpy(), atol=1e-5, rtol=0)
+    assert np.all(np.asarray(got)[:, 7:] == 0)
+    np.testing.assert_allclose(np.asarray(input_grads), want_grads["inputs"], atol=1e-5, rtol=0)
+    for name in ("input_kernel", "recurrent_kernel"):
+        np.testing.assert_allclose(
+            np.asarray(param_grads[name]), want_grads[name], atol=1e-5, rtol=0, err_msg=name
+        )
+
+
+def test_bilstm_all_empty_sequences_give_zeros():
+    model = BiLstm(4)
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    variables = model.init(jax.random.key(0), x, np.array([1, 1], np.int32))
+    got = jax.jit(model.apply)(variables, x, np.array([0, 0], np.int32))
+    assert got.shape == (2, 5, 4) and np.all(np.asarray(got) == 0)

@@ -87,8 +87,8 @@ class SsanModel(nn.Module):
       dtype: compute dtype; params, BN statistics, softmax and all returned arrays are float32.
       remat: rematerialisation (activation recomputation in the backward pass), one of
         ``REMAT_POLICIES``: 'none'; 'backbone' recomputes each ResNet residual block; 'all'
-        also recomputes the BiLSTM's gate nonlinearities per step and the WAM's [B, T, K, H]
-        weighted words. Parameter paths and results are unchanged; only memory and backward
+        also recomputes the WAM's [B, T, K, H] weighted words (the BiLSTM always keeps only
+        its gate pre-activations and cell states, see ``backbones.bilstm``). Parameter paths and results are unchanged; only memory and backward
         FLOPs change (on CPU see ``training.tasks.ssan.compiler_options``).
     """
 
@@ -131,7 +131,7 @@ class SsanModel(nn.Module):
         self.global_embedding = self.param("global_embedding", _embedding_init, shape)
         self.local_embedding = self.param("local_embedding", _embedding_init, shape)
         self.embedding_dropout = nn.Dropout(self.dropout_rate)
-        self.bilstm = BiLstm(self.lstm_hidden, dtype=self.dtype, remat=remat_text)
+        self.bilstm = BiLstm(self.lstm_hidden, dtype=self.dtype)
         # nn.remat keeps the attribute name, hence the parameter path word_attention/kernel.
         word_attention_cls = nn.remat(WordAttention) if remat_text else WordAttention
         self.word_attention = word_attention_cls(self.num_parts, dtype=self.dtype)
