@@ -88,8 +88,9 @@ class SsanModel(nn.Module):
       remat: rematerialisation (activation recomputation in the backward pass), one of
         ``REMAT_POLICIES``: 'none'; 'backbone' recomputes each ResNet residual block; 'all'
         also recomputes the WAM's [B, T, K, H] weighted words (the BiLSTM always keeps only
-        its gate pre-activations and cell states, see ``backbones.bilstm``). Parameter paths and results are unchanged; only memory and backward
-        FLOPs change (on CPU see ``training.tasks.ssan.compiler_options``).
+        its gate pre-activations and cell states, see ``backbones.bilstm``). Parameter paths
+        and results are unchanged; only memory and backward FLOPs change (on CPU see
+        ``training.tasks.ssan.compiler_options``).
     """
 
     num_classes: int
