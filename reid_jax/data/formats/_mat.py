@@ -4,11 +4,21 @@
 object arrays of 1-element string arrays and numbers as 2-D float arrays; these helpers unwrap
 them and raise `DatasetFormatError` naming the file, record and field when the shape or type is
 not what the format promises.
+
+`scipy.io.loadmat` runs in a helper process: on some corrupt files (bytes spliced into a v5
+file, found by the fuzz tests) its compiled reader crashes with a segmentation fault, which
+would kill the whole run. In a helper process the crash becomes a `DatasetFormatError` naming
+the file. The helper is started once (spawned, so it never inherits JAX's threads) and reused;
+a crashed one is replaced on the next call.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import numpy as np
@@ -16,18 +26,49 @@ import scipy.io
 
 from reid_jax.data.errors import DatasetFormatError
 
+_helper: ProcessPoolExecutor | None = None
+_helper_lock = threading.Lock()
+
+
+def _reader_process() -> ProcessPoolExecutor:
+    global _helper
+    with _helper_lock:
+        if _helper is None:
+            context = multiprocessing.get_context("spawn")
+            _helper = ProcessPoolExecutor(max_workers=1, mp_context=context)
+        return _helper
+
+
+def _discard_reader_process() -> None:
+    global _helper
+    with _helper_lock:
+        if _helper is not None:
+            _helper.shutdown(wait=False, cancel_futures=True)
+        _helper = None
+
+
+def _loadmat(path: str) -> dict[str, Any]:
+    """Runs in the helper process."""
+    return scipy.io.loadmat(path)
+
 
 def load_mat(path: str | os.PathLike) -> dict[str, Any]:
-    """Reads a MATLAB v5 file with `scipy.io.loadmat` (no squeezing).
+    """Reads a MATLAB v5 file with `scipy.io.loadmat` (no squeezing) in the helper process.
 
     Raises:
-      DatasetFormatError: missing file, truncated or malformed content, or a v7.3 (HDF5) file.
+      DatasetFormatError: missing file, truncated or malformed content (including content
+        that crashes scipy's reader), or a v7.3 (HDF5) file.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DatasetFormatError(path, "file not found")
     try:
-        return scipy.io.loadmat(path)
+        return _reader_process().submit(_loadmat, path).result()
+    except BrokenProcessPool as e:
+        _discard_reader_process()
+        raise DatasetFormatError(
+            path, "malformed .mat file: scipy's MATLAB reader crashed on it"
+        ) from e
     except NotImplementedError as e:  # scipy's answer to v7.3 files
         raise DatasetFormatError(path, f"MATLAB v7.3 (HDF5) file where v5 was expected: {e}") from e
     except Exception as e:  # scipy raises many exception types on corrupt input

@@ -7,10 +7,9 @@ strings, cells, structs, empty), changes one element to a bad value (NaN, inf, 0
 the format's invariants (and equal the unmutated result when nothing was changed) or raise a
 DatasetFormatError naming the file and, for content errors, the field.
 
-Known gap: bytes spliced into the middle of a v5 file (rather than cut off) have crashed the
-whole process inside scipy.io.loadmat (a segmentation fault in its compiled reader, seen while
-writing these tests). A crash cannot be turned into a DatasetFormatError in-process, so that
-mutation is left out here; reading .mat files in a child process would be the fix.
+Bytes spliced into the middle of a v5 file have crashed scipy.io.loadmat's compiled reader
+with a segmentation fault; `_mat.load_mat` therefore reads in a helper process and turns the
+crash into a DatasetFormatError (tested directly below with a reader that crashes).
 """
 
 from __future__ import annotations
@@ -18,6 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +27,8 @@ import scipy.io
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from reid_jax.data.errors import DatasetFormatError
+from reid_jax.data.formats import _mat
 from reid_jax.data.formats.attributes import load_duke_attributes, load_market_attributes
 from reid_jax.data.formats.cuhk03 import load_cuhk03
 from reid_jax.data.formats.pa100k import load_pa100k
@@ -206,9 +208,11 @@ def test_mat_reader_keeps_invariants_or_names_file_and_field(mat_fixture, data):
         assume(False)
     with open(path, "rb") as f:
         raw = f.read()
-    # No "insert": bytes spliced into a v5 file can crash scipy.io.loadmat's C reader with a
-    # segmentation fault, which no reader can catch (see the module docstring).
-    broken = data.draw(fuzzing.file_bytes(raw, ("truncate", "garbage", "empty")), label="file")
+    # "insert" (bytes spliced into the file) has crashed scipy.io.loadmat's C reader with a
+    # segmentation fault; the helper process turns that into a DatasetFormatError.
+    broken = data.draw(
+        fuzzing.file_bytes(raw, ("truncate", "insert", "garbage", "empty")), label="file"
+    )
     fuzzing.write_bytes(path, broken)
 
     outcome = fuzzing.run_reader(reader.name, lambda: reader.load(path))
@@ -227,3 +231,22 @@ def test_mat_reader_keeps_invariants_or_names_file_and_field(mat_fixture, data):
             if not hasattr(outcome, "partitions")
             else outcome.records == (original.records)
         )
+
+
+def _crashing_loadmat(path):
+    """Stands in for scipy's reader in the helper process and dies like its segfault."""
+    del path
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def test_a_crash_of_the_mat_reader_is_a_dataset_error_and_the_next_read_works(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "attributes.mat"
+    scipy.io.savemat(path, {"x": np.arange(3.0)})
+    monkeypatch.setattr(_mat, "_loadmat", _crashing_loadmat)
+    with pytest.raises(DatasetFormatError, match="crashed") as error:
+        _mat.load_mat(path)
+    assert error.value.path == str(path)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(_mat.load_mat(path)["x"], [[0.0, 1.0, 2.0]])
