@@ -52,6 +52,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             crop_prob=0.0,
             crop_ratio=1.0,  # random crop, off in the re-production (§1.1)
             num_workers=0,  # grain worker processes decoding images
+            # A training image that cannot be decoded: 'stop' the run naming it, or 'skip' it
+            # (another image of the same identity stands in; counted as data/skipped_images).
+            bad_images="stop",
             # Generation of the embedded dataset (ignored for real datasets); the defaults are
             # shared with the other methods' embedded configs, so one copy serves them all.
             embedded_seed=0,

@@ -161,6 +161,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # replacement/insertion (their candidates leave the caption unchanged).
             eda_synonyms="wordnet" if paper else "none",
             num_workers=0,
+            # A training image that cannot be decoded: 'stop' the run naming it, or 'skip' it
+            # (another image of the same identity stands in; counted as data/skipped_images).
+            bad_images="stop",
             embedded_seed=0,
             embedded_image_size=(128, 64),
             embedded_sizes=ml_collections.ConfigDict(),

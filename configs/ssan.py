@@ -51,6 +51,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             max_length=100 if paper else 48,  # T (ssan §1.4); embedded captions have <= 48 words
             min_word_count=2,  # vocabulary threshold (ssan §1.3.2)
             num_workers=0,  # grain worker processes decoding images
+            # A training image that cannot be decoded: 'stop' the run naming it, or 'skip' it
+            # (another image of the same identity stands in; counted as data/skipped_images).
+            bad_images="stop",
             # Generation of the embedded dataset (ignored for real datasets).
             embedded_seed=0,
             embedded_image_size=(128, 64),

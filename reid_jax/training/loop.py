@@ -21,6 +21,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from reid_jax import config_lib, multihost, sharding
+from reid_jax.data import bad_images
 from reid_jax.training import checkpoint, optim, run_folder
 from reid_jax.training import logging as run_logging
 from reid_jax.training.run_setup import (
@@ -74,13 +75,16 @@ def _log_interval(writer, pbar, host, step, setup, config, images, seconds) -> N
     lrs = optim.group_learning_rates(
         config.optim, multipliers[-1], step=step - 1, steps_per_epoch=setup.info.steps_per_epoch
     )
-    names = [k for k in host[0] if k != "lr_multiplier"]
+    names = [k for k in host[0] if k not in ("lr_multiplier", bad_images.SKIPPED_METRIC)]
     means = {k: float(np.mean([m[k] for m in host])) for k in names}
     scalars = {
         **{f"train/{k}": v for k, v in means.items()},
         **{f"lr/{k}": v for k, v in lrs.items()},
         "train/images_per_second": images / seconds if images and seconds > 0 else 0.0,
     }
+    if bad_images.SKIPPED_METRIC in host[0]:  # data.bad_images='skip': a count, not a mean
+        skipped = sum(float(m[bad_images.SKIPPED_METRIC]) for m in host)
+        scalars["data/skipped_images"] = skipped
     writer.write(step, scalars, epoch=(step - 1) // setup.info.steps_per_epoch)
     pbar.set_postfix(
         loss=f"{means.get('loss', float('nan')):.4f}",
