@@ -17,6 +17,12 @@ Multi-host runs set `--config.mesh.distributed=True` (or REID_JAX_DISTRIBUTED=1)
 coordinator, process count and process id itself only under SLURM, Open MPI, Kubernetes or
 Cloud TPU; elsewhere set REID_JAX_COORDINATOR (host:port of process 0),
 REID_JAX_NUM_PROCESSES and REID_JAX_PROCESS_ID (launch/multihost.sh does).
+
+When one process of a multi-process run dies, the others stop with status 1 and a line saying
+so: at once when their next collective fails (its connection to the dead process is reset),
+else when the coordination service misses the dead process's heartbeats for
+$REID_JAX_HEARTBEAT_TIMEOUT_S seconds (default 100). A failed process exits without jax's
+shutdown barrier, which would wait for the dead one.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ from typing import Any, NoReturn
 
 PROG = "reid-jax"
 USAGE_ERROR = 2
+# Seconds without a heartbeat after which the coordination service declares a process dead
+# and ends the others (jax's default: 100).
+HEARTBEAT_VARIABLE = "REID_JAX_HEARTBEAT_TIMEOUT_S"
 
 COMMANDS = {
     "train": (
@@ -241,13 +250,14 @@ def _distributed_arguments() -> dict[str, str | int]:
         ("REID_JAX_COORDINATOR", "coordinator_address", str),
         ("REID_JAX_NUM_PROCESSES", "num_processes", int),
         ("REID_JAX_PROCESS_ID", "process_id", int),
+        (HEARTBEAT_VARIABLE, "heartbeat_timeout_seconds", int),
     ):
         if value := os.environ.get(name, ""):
             try:
                 arguments[key] = kind(value)
             except ValueError:
                 raise UsageError(f"${name} must be an integer, got {value!r}") from None
-    if len(arguments) == 3:
+    if {"coordinator_address", "num_processes", "process_id"} <= set(arguments):
         # All given: skip jax's cluster detection, which under SLURM would also restrict each
         # process to the one GPU numbered SLURM_LOCALID.
         arguments["cluster_detection_method"] = "deactivate"
@@ -470,13 +480,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
     except Exception as error:
-        if debug or not _is_user_error(error):
-            traceback.print_exc()
-            return USAGE_ERROR if _is_user_error(error) else 1
-        message = str(error).strip("'\"") if isinstance(error, KeyError) else str(error)
-        print(f"error: {message}", file=sys.stderr)
-        return USAGE_ERROR
+        status = _report(error, debug)
+        if _multi_process():
+            from reid_jax import multihost
+
+            multihost.exit_now(status)  # the other processes fail fast instead of waiting
+        return status
     return 0
+
+
+def _multi_process() -> bool:
+    """Whether this process joined a multi-process run (`_start`); never imports jax."""
+    jax = sys.modules.get("jax")
+    return jax is not None and jax.distributed.is_initialized()
+
+
+def _report(error: Exception, debug: bool) -> int:
+    """Prints what ended the command; returns the exit status."""
+    lost = _multi_process() and _lost_peer_message(error)
+    if lost and not debug:
+        print(f"error: {lost}", file=sys.stderr)  # the traceback is in logs/process_<i>.log
+        return 1
+    if debug or not _is_user_error(error):
+        traceback.print_exc()
+        return USAGE_ERROR if _is_user_error(error) else 1
+    message = str(error).strip("'\"") if isinstance(error, KeyError) else str(error)
+    print(f"error: {message}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def _lost_peer_message(error: Exception) -> str | None:
+    """One line for a collective that failed because another process has gone."""
+    import jax
+
+    from reid_jax import multihost
+
+    reason = multihost.peer_failure(error)
+    if reason is None:
+        return None
+    return (
+        f"process {jax.process_index()} of {jax.process_count()} lost contact with another "
+        f"process of the run ({reason}); it has probably died or been killed (see its "
+        "logs/process_<i>.out and .log in the run folder). This process stops too, since "
+        "every step needs all of them: re-run the same command on every process to resume "
+        "from the last checkpoint"
+    )
 
 
 def run() -> NoReturn:
