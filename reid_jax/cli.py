@@ -425,6 +425,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from reid_jax.inference.approximate import ApproximateIndexError
     from reid_jax.inference.index import IndexFormatError
     from reid_jax.text.attribute_query import AttributeQueryError
+    from reid_jax.training.checkpoint import CheckpointWriteError
     from reid_jax.training.init_from import InitFromError
     from reid_jax.weights.readers import WeightsError
 
@@ -435,6 +436,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         FileNotFoundError,
         FileExistsError,
         InitFromError,
+        CheckpointWriteError,
         WeightsError,
         NotExportableError,
         OnnxNotInstalledError,

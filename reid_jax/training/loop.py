@@ -171,10 +171,14 @@ def train_and_evaluate(
                 run_folder.write_data_info(workdir, setup.info)
             _check_select_metric(setup.task, config)
             if start is not None and start >= setup.total_steps:
-                return _finish_completed_run(setup, config, workdir, manager, start)
-            return _train(setup, config, workdir, manager, start)
-        finally:
-            manager.close()
+                result = _finish_completed_run(setup, config, workdir, manager, start)
+            else:
+                result = _train(setup, config, workdir, manager, start)
+        except BaseException:
+            checkpoint.close_after_error(manager)
+            raise
+        manager.close()
+        return result
 
 
 def _check_select_metric(task: Task, config: Any) -> None:
@@ -300,23 +304,34 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
                     checkpoint.save_checkpoint(manager, step, state, iterator)
                     saved = step
                 if stop.requested:
-                    manager.wait_until_finished()
+                    checkpoint.wait_for_saves(manager, step)
                     logging.warning("SIGTERM: saved checkpoint at step %d, stopping", step)
                     print(
                         f"SIGTERM received: checkpoint saved at step {step}; re-run the same "
                         "command to resume.",
                         flush=True,
                     )
-                    return {}
+                    break
                 if evaluate_now:
                     evaluate(step)
-        if saved != setup.total_steps:
-            checkpoint.save_checkpoint(manager, setup.total_steps, state, iterator)
-        manager.wait_until_finished()
+        if stop.requested:
+            result = {}
+        else:
+            if saved != setup.total_steps:
+                checkpoint.save_checkpoint(manager, setup.total_steps, state, iterator)
+            checkpoint.wait_for_saves(manager, setup.total_steps)
+            pbar.close()
+            result = evaluate(setup.total_steps)
+    except BaseException:
+        # Closing flushes files: on a full disk that fails too, and must not replace the
+        # error that says what happened (e.g. which checkpoint could not be written).
         pbar.close()
-        return evaluate(setup.total_steps)
-    finally:
-        pbar.close()
-        writer.close()
+        run_logging.close_quietly(writer.close, "metric writer")
         if best_manager is not None:
-            best_manager.close()
+            run_logging.close_quietly(best_manager.close, "best checkpoint manager")
+        raise
+    pbar.close()
+    writer.close()
+    if best_manager is not None:
+        best_manager.close()
+    return result
