@@ -170,3 +170,34 @@ def test_aptm_map_skips_to_another_identity_when_its_own_has_none(tmp_path):
     stop = aptm_examples.AptmTrainMap(examples, tokenizer, bad_images="stop", **kwargs)
     with pytest.raises(BadImageError, match=r"0\.jpg"):
         stop.map(element)
+
+
+def test_worker_processes_stop_with_the_same_error_and_skip_the_same_way(tmp_path):
+    """With grain worker processes the error crosses a process boundary pickled: it must
+    arrive as the same BadImageError (a DatasetFormatError, which the CLI prints as one
+    line), and skipping must give the batches the in-process stream gives."""
+    labels = np.repeat(np.arange(4), 2)
+    paths = _write_images(tmp_path, 8)
+    _truncate(paths[3])
+    kwargs = dict(p=2, k=2, image_size=IMAGE_SIZE, seed=0)
+    stop = iter(pipeline.make_pk_train_loader(labels, paths, num_workers=1, **kwargs))
+    try:
+        with pytest.raises(BadImageError, match=r"3\.jpg, field 'image': cannot read") as error:
+            for _ in range(6):
+                next(stop)
+    finally:
+        stop.close()
+    assert error.value.path == paths[3] and error.value.field == "image"
+    skip = iter(
+        pipeline.make_pk_train_loader(labels, paths, num_workers=1, bad_images="skip", **kwargs)
+    )
+    try:
+        with_workers = [next(skip) for _ in range(6)]
+    finally:
+        skip.close()
+    serial = iter(pipeline.make_pk_train_loader(labels, paths, bad_images="skip", **kwargs))
+    assert sum(int(b["skipped"].sum()) for b in with_workers) > 0
+    for a in with_workers:
+        b = next(serial)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
