@@ -31,13 +31,13 @@ import argparse
 import json
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from reid_jax.cli_errors import USAGE_ERROR, UsageError, multi_process, report  # noqa: F401
+
 PROG = "reid-jax"
-USAGE_ERROR = 2
 # Seconds without a heartbeat after which the coordination service declares a process dead
 # and ends the others (jax's default: 100).
 HEARTBEAT_VARIABLE = "REID_JAX_HEARTBEAT_TIMEOUT_S"
@@ -73,10 +73,6 @@ COMMANDS = {
         "reid-jax serve --index indexes/crops --port 8000",
     ),
 }
-
-
-class UsageError(Exception):
-    """A command-line mistake: printed as one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -415,47 +411,6 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, list[tuple[str, str]]], None]] 
 }
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input, not a bug: printed as one line."""
-    from reid_jax.config_lib import ConfigError
-    from reid_jax.data.errors import DatasetFormatError
-    from reid_jax.export.onnx import OnnxNotInstalledError
-    from reid_jax.export.run_export import NotExportableError
-    from reid_jax.inference import BundleError
-    from reid_jax.inference.approximate import ApproximateIndexError
-    from reid_jax.inference.index import IndexFormatError
-    from reid_jax.text.attribute_query import AttributeQueryError
-    from reid_jax.training.checkpoint import CheckpointWriteError
-    from reid_jax.training.init_from import InitFromError
-    from reid_jax.weights.readers import WeightsError
-
-    return (
-        UsageError,
-        ConfigError,
-        DatasetFormatError,
-        FileNotFoundError,
-        FileExistsError,
-        InitFromError,
-        CheckpointWriteError,
-        WeightsError,
-        NotExportableError,
-        OnnxNotInstalledError,
-        BundleError,
-        IndexFormatError,
-        AttributeQueryError,
-        ApproximateIndexError,
-    )
-
-
-def _is_user_error(error: BaseException) -> bool:
-    if isinstance(error, _user_errors()):
-        return True
-    # Config checks outside config_lib raise ValueError('config.<field>: ...').
-    return isinstance(error, (ValueError, KeyError)) and str(error).strip("'\"").startswith(
-        "config."
-    )
-
-
 def _setup_logging() -> None:
     from absl import flags
     from absl import logging as absl_logging
@@ -482,51 +437,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
     except Exception as error:
-        status = _report(error, debug)
-        if _multi_process():
+        status = report(error, debug=debug)
+        if multi_process():
             from reid_jax import multihost
 
             multihost.exit_now(status)  # the other processes fail fast instead of waiting
         return status
     return 0
-
-
-def _multi_process() -> bool:
-    """Whether this process joined a multi-process run (`_start`); never imports jax."""
-    jax = sys.modules.get("jax")
-    return jax is not None and jax.distributed.is_initialized()
-
-
-def _report(error: Exception, debug: bool) -> int:
-    """Prints what ended the command; returns the exit status."""
-    lost = _multi_process() and _lost_peer_message(error)
-    if lost and not debug:
-        print(f"error: {lost}", file=sys.stderr)  # the traceback is in logs/process_<i>.log
-        return 1
-    if debug or not _is_user_error(error):
-        traceback.print_exc()
-        return USAGE_ERROR if _is_user_error(error) else 1
-    message = str(error).strip("'\"") if isinstance(error, KeyError) else str(error)
-    print(f"error: {message}", file=sys.stderr)
-    return USAGE_ERROR
-
-
-def _lost_peer_message(error: Exception) -> str | None:
-    """One line for a collective that failed because another process has gone."""
-    import jax
-
-    from reid_jax import multihost
-
-    reason = multihost.peer_failure(error)
-    if reason is None:
-        return None
-    return (
-        f"process {jax.process_index()} of {jax.process_count()} lost contact with another "
-        f"process of the run ({reason}); it has probably died or been killed (see its "
-        "logs/process_<i>.out and .log in the run folder). This process stops too, since "
-        "every step needs all of them: re-run the same command on every process to resume "
-        "from the last checkpoint"
-    )
 
 
 def run() -> NoReturn:

@@ -111,6 +111,29 @@ def peer_failure(error: BaseException) -> str | None:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def lost_peer_message(error: BaseException) -> str | None:
+    """One line for the user when `error` says another process of the run has gone.
+
+    Args:
+      error: the exception that ended a command of a multi-process run.
+
+    Returns:
+      The line (naming this process and the failed collective), or None for other errors.
+    """
+    import jax
+
+    reason = peer_failure(error)
+    if reason is None:
+        return None
+    return (
+        f"process {jax.process_index()} of {jax.process_count()} lost contact with another "
+        f"process of the run ({reason}); it has probably died or been killed (see its "
+        "logs/process_<i>.out and .log in the run folder). This process stops too, since "
+        "every step needs all of them: re-run the same command on every process to resume "
+        "from the last checkpoint"
+    )
+
+
 def exit_now(status: int) -> NoReturn:
     """Ends a failed process of a multi-process run at once, with `status`.
 

@@ -234,7 +234,7 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
     )
     writer = run_logging.MetricWriter(workdir, enabled=is_main)
     eval_every = int(config.eval.every_epochs) * setup.info.steps_per_epoch
-    pending, saved, log_due = [], start, None
+    pending, saved, log_due, stopped = [], start, None, False
     tick, timed_images = time.perf_counter(), 0
     pbar = tqdm(
         total=setup.total_steps,
@@ -311,10 +311,11 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
                         "command to resume.",
                         flush=True,
                     )
+                    stopped = True
                     break
                 if evaluate_now:
                     evaluate(step)
-        if stop.requested:
+        if stopped:  # (not stop.requested: a SIGTERM after the last step saves as usual)
             result = {}
         else:
             if saved != setup.total_steps:

@@ -225,7 +225,7 @@ FULL_DISK_SCRIPT = textwrap.dedent("""
     import resource, sys
     sys.path[:0] = [{repo!r}, {here!r}]
     import loop_toy_task as toy
-    from reid_jax import cli
+    from reid_jax import cli_errors
     from reid_jax.training import checkpoint, loop
     real_save = checkpoint.save_checkpoint
 
@@ -242,7 +242,7 @@ FULL_DISK_SCRIPT = textwrap.dedent("""
     try:
         loop.train_and_evaluate(config, sys.argv[1], task=toy)
     except Exception as error:
-        sys.exit(cli._report(error, debug=False))  # what `reid-jax train` prints
+        sys.exit(cli_errors.report(error, debug=False))  # what `reid-jax train` prints
 """)
 
 
