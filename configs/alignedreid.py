@@ -56,6 +56,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # image files (`reid-jax prepare`); '' = the folder of files. 'embedded': prepared
             # on first use into <tfds_dir>/<embedded name>/.
             tfds_dir="",
+            # A training image that cannot be decoded: 'stop' the run naming it, or 'skip' it
+            # (another image of the same identity stands in; counted as data/skipped_images).
+            bad_images="stop",
             # Generation of the embedded dataset (ignored for real datasets); the defaults are
             # shared with the other methods' embedded configs, so one copy serves them all.
             embedded_seed=0,

@@ -166,6 +166,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # MALS from it (the test file stays a folder), 'embedded' its MALS and CUHK-PEDES
             # parts (prepared on first use into <tfds_dir>/<embedded name>/).
             tfds_dir="",
+            # A training image that cannot be decoded: 'stop' the run naming it, or 'skip' it
+            # (another image of the same identity stands in; counted as data/skipped_images).
+            bad_images="stop",
             embedded_seed=0,
             embedded_image_size=(128, 64),
             embedded_sizes=ml_collections.ConfigDict(),

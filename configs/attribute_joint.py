@@ -53,6 +53,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             images_per_identity=4,  # K; P = train.batch_size // K
             pad_crop=10 if paper else 4,  # zero-pad and random-crop pixels (§3.6)
             num_workers=0,
+            # A training image that cannot be decoded: 'stop' the run naming it, or 'skip' it
+            # (another image of the same identity stands in; counted as data/skipped_images).
+            bad_images="stop",
             embedded_seed=0,
             embedded_image_size=(128, 64),
             embedded_sizes=ml_collections.ConfigDict(),

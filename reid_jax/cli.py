@@ -18,6 +18,12 @@ Multi-host runs set `--config.mesh.distributed=True` (or REID_JAX_DISTRIBUTED=1)
 coordinator, process count and process id itself only under SLURM, Open MPI, Kubernetes or
 Cloud TPU; elsewhere set REID_JAX_COORDINATOR (host:port of process 0),
 REID_JAX_NUM_PROCESSES and REID_JAX_PROCESS_ID (launch/multihost.sh does).
+
+When one process of a multi-process run dies, the others stop with status 1 and a line saying
+so: at once when their next collective fails (its connection to the dead process is reset),
+else when the coordination service misses the dead process's heartbeats for
+$REID_JAX_HEARTBEAT_TIMEOUT_S seconds (default 100). A failed process exits without jax's
+shutdown barrier, which would wait for the dead one.
 """
 
 from __future__ import annotations
@@ -26,13 +32,16 @@ import argparse
 import json
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from reid_jax.cli_errors import USAGE_ERROR, UsageError, multi_process, report  # noqa: F401
+
 PROG = "reid-jax"
-USAGE_ERROR = 2
+# Seconds without a heartbeat after which the coordination service declares a process dead
+# and ends the others (jax's default: 100).
+HEARTBEAT_VARIABLE = "REID_JAX_HEARTBEAT_TIMEOUT_S"
 
 COMMANDS = {
     "train": (
@@ -72,10 +81,6 @@ COMMANDS = {
 
 # `reid-jax prepare --dataset` choices (the TFDS builders of reid_jax.data.builders.registry).
 PREPARED_DATASETS = ("cuhk_pedes", "icfg_pedes", "rstpreid", "market1501", "mals")
-
-
-class UsageError(Exception):
-    """A command-line mistake: printed as one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -262,13 +267,14 @@ def _distributed_arguments() -> dict[str, str | int]:
         ("REID_JAX_COORDINATOR", "coordinator_address", str),
         ("REID_JAX_NUM_PROCESSES", "num_processes", int),
         ("REID_JAX_PROCESS_ID", "process_id", int),
+        (HEARTBEAT_VARIABLE, "heartbeat_timeout_seconds", int),
     ):
         if value := os.environ.get(name, ""):
             try:
                 arguments[key] = kind(value)
             except ValueError:
                 raise UsageError(f"${name} must be an integer, got {value!r}") from None
-    if len(arguments) == 3:
+    if {"coordinator_address", "num_processes", "process_id"} <= set(arguments):
         # All given: skip jax's cluster detection, which under SLURM would also restrict each
         # process to the one GPU numbered SLURM_LOCALID.
         arguments["cluster_detection_method"] = "deactivate"
@@ -443,45 +449,6 @@ RUNNERS: dict[str, Callable[[argparse.Namespace, list[tuple[str, str]]], None]] 
 }
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that mean bad input, not a bug: printed as one line."""
-    from reid_jax.config_lib import ConfigError
-    from reid_jax.data.errors import DatasetFormatError
-    from reid_jax.export.onnx import OnnxNotInstalledError
-    from reid_jax.export.run_export import NotExportableError
-    from reid_jax.inference import BundleError
-    from reid_jax.inference.approximate import ApproximateIndexError
-    from reid_jax.inference.index import IndexFormatError
-    from reid_jax.text.attribute_query import AttributeQueryError
-    from reid_jax.training.init_from import InitFromError
-    from reid_jax.weights.readers import WeightsError
-
-    return (
-        UsageError,
-        ConfigError,
-        DatasetFormatError,
-        FileNotFoundError,
-        FileExistsError,
-        InitFromError,
-        WeightsError,
-        NotExportableError,
-        OnnxNotInstalledError,
-        BundleError,
-        IndexFormatError,
-        AttributeQueryError,
-        ApproximateIndexError,
-    )
-
-
-def _is_user_error(error: BaseException) -> bool:
-    if isinstance(error, _user_errors()):
-        return True
-    # Config checks outside config_lib raise ValueError('config.<field>: ...').
-    return isinstance(error, (ValueError, KeyError)) and str(error).strip("'\"").startswith(
-        "config."
-    )
-
-
 def _setup_logging() -> None:
     from absl import flags
     from absl import logging as absl_logging
@@ -508,12 +475,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exit_:  # --help
         return int(exit_.code or 0)
     except Exception as error:
-        if debug or not _is_user_error(error):
-            traceback.print_exc()
-            return USAGE_ERROR if _is_user_error(error) else 1
-        message = str(error).strip("'\"") if isinstance(error, KeyError) else str(error)
-        print(f"error: {message}", file=sys.stderr)
-        return USAGE_ERROR
+        status = report(error, debug=debug)
+        if multi_process():
+            from reid_jax import multihost
+
+            multihost.exit_now(status)  # the other processes fail fast instead of waiting
+        return status
     return 0
 
 

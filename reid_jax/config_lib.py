@@ -244,6 +244,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"must be a path such as 'sum/R1', got '{config.eval.select_metric}'",
         )
     _check("distributed" in config.mesh, "mesh.distributed", "missing (bool: multi-host run)")
+    from reid_jax.data.bad_images import POLICIES as BAD_IMAGE_POLICIES
+
+    _check(
+        config.data.bad_images in BAD_IMAGE_POLICIES,
+        "data.bad_images",
+        f"must be one of {BAD_IMAGE_POLICIES}, got {config.data.bad_images!r}",
+    )
 
 
 def load_config_file(spec: str) -> ml_collections.ConfigDict:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
+import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import jax
 from orbax.checkpoint import multihost as orbax_multihost
@@ -72,3 +74,79 @@ def lockstep(jitted: Any, name: str) -> Callable[..., Any]:
         return compiled[key](*args)
 
     return run
+
+
+# Words of the errors a collective or the coordination service raises when another process
+# of the run has gone (gloo / NCCL transport errors, heartbeat and barrier failures).
+_PEER_FAILURE_WORDS = (
+    "gloo",
+    "nccl",
+    "connection reset",
+    "connection closed",
+    "connection refused",
+    "heartbeat",
+    "coordination service",
+    "barrier",
+    "unavailable",
+)
+
+
+def peer_failure(error: BaseException) -> str | None:
+    """Describes `error` if it says another process of a multi-process run has gone.
+
+    Args:
+      error: an exception that ended a command.
+
+    Returns:
+      The first line of the runtime error (e.g. 'UNKNOWN: Gloo all-reduce failed: ...
+      Connection reset by peer'), or None when it is not a lost-peer error.
+    """
+    import jax
+
+    if not isinstance(error, jax.errors.JaxRuntimeError):
+        return None
+    text = str(error).strip()
+    if not any(word in text.lower() for word in _PEER_FAILURE_WORDS):
+        return None
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def lost_peer_message(error: BaseException) -> str | None:
+    """One line for the user when `error` says another process of the run has gone.
+
+    Args:
+      error: the exception that ended a command of a multi-process run.
+
+    Returns:
+      The line (naming this process and the failed collective), or None for other errors.
+    """
+    import jax
+
+    reason = peer_failure(error)
+    if reason is None:
+        return None
+    return (
+        f"process {jax.process_index()} of {jax.process_count()} lost contact with another "
+        f"process of the run ({reason}); it has probably died or been killed (see its "
+        "logs/process_<i>.out and .log in the run folder). This process stops too, since "
+        "every step needs all of them: re-run the same command on every process to resume "
+        "from the last checkpoint"
+    )
+
+
+def exit_now(status: int) -> NoReturn:
+    """Ends a failed process of a multi-process run at once, with `status`.
+
+    A normal exit runs jax.distributed's shutdown, a barrier that every process must reach:
+    after a peer has died it holds this process until the coordination service's heartbeat
+    timeout and then aborts it. Exiting at once also closes this process's connections, so
+    the processes still running fail their next collective within seconds instead of waiting
+    for it.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    logging.shutdown()  # flushes the log files (logs/process_<i>.log)
+    os._exit(status)

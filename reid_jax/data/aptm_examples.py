@@ -37,6 +37,7 @@ import grain
 import numpy as np
 
 from reid_jax.data import randaugment, transforms
+from reid_jax.data.bad_images import SKIPPED_FIELD, TrainingImages
 from reid_jax.data.errors import DatasetFormatError
 from reid_jax.data.formats.mals import mals_annotation_files
 from reid_jax.data.records import CaptionedImage, CaptionPair
@@ -344,7 +345,9 @@ class AptmTrainMap(grain.transforms.Map):
       with attributes: attributes int32 [K], mam_ids int32 [P, Lp], mam_positions and
       mam_labels int32 [P, Mp] — a freshly masked prompt set per example; the step uses the
       first example's set in each reference group (one mask per GPU and step, aptm §4.5).
-    Without `captions` (attribute images) the caption fields are left out.
+    Without `captions` (attribute images) the caption fields are left out. An unreadable image
+    stops the run or replaces the whole example by a substitute record's (`bad_images`, see
+    `reid_jax.data.bad_images`; then the example also has skipped int32 [], 1 = replaced).
     """
 
     def __init__(
@@ -363,8 +366,12 @@ class AptmTrainMap(grain.transforms.Map):
         prompt_ids: np.ndarray | None,
         seed: int,
         captions: bool = True,
+        bad_images: str = "stop",
     ):
         self.examples = examples
+        self.images = TrainingImages(
+            examples.image_paths, examples.labels, policy=bad_images, same_identity_only=False
+        )
         self.captions = bool(captions)
         self.tokenizer = tokenizer
         self.image_size = tuple(image_size)
@@ -392,8 +399,8 @@ class AptmTrainMap(grain.transforms.Map):
         )
 
     def map(self, element: SampleIndex) -> dict[str, np.ndarray]:
-        ex, record, epoch = self.examples, element.record, element.epoch
-        image = transforms.load_rgb(ex.image_paths[record])
+        ex, epoch = self.examples, element.epoch
+        record, image, skipped = self.images.read(element.record)
         out = {
             "image": train_image_transform(
                 image,
@@ -419,6 +426,8 @@ class AptmTrainMap(grain.transforms.Map):
             )
             out["attributes"] = ex.attributes[record]
             out["mam_ids"], out["mam_positions"], out["mam_labels"] = mam
+        if self.images.counts_skips:
+            out[SKIPPED_FIELD] = np.int32(skipped)
         return out
 
     def _eda(self, record: int, epoch: int, position: int) -> tuple[np.ndarray, np.ndarray]:

@@ -23,5 +23,15 @@ class DatasetFormatError(ValueError):
             where += f", field '{field}'"
         super().__init__(f"{where}: {message}")
         self.path = str(path)
+        self.message = message
         self.record = record
         self.field = field
+
+    def __reduce__(self):
+        # Rebuilt from its parts, not from the formatted text: a grain worker process sends
+        # the error to the main process pickled, and the default (cls(*args)) would fail.
+        return _rebuild, (type(self), self.path, self.message, self.record, self.field)
+
+
+def _rebuild(cls: type, path: str, message: str, record, field) -> DatasetFormatError:
+    return cls(path, message, record=record, field=field)

@@ -33,6 +33,7 @@ import grain
 import numpy as np
 
 from reid_jax.data import transforms
+from reid_jax.data.bad_images import SKIPPED_FIELD, TrainingImages
 from reid_jax.data.samplers import (
     STREAM_AUGMENT,
     STREAM_PARTNER,
@@ -67,23 +68,37 @@ class SsanTrainMap(grain.transforms.Map):
     """`SampleIndex` -> one SSAN training example (ssan §1.4-1.5).
 
     Flip and partner draws use independent generators keyed by (seed, stream, epoch, record).
+    An unreadable image stops the run or replaces the whole example by a substitute record's
+    (`data.bad_images`).
 
     Args:
       examples: prepared training examples.
       image_size: (H, W).
       seed: non-negative seed.
+      bad_images: 'stop' or 'skip' (`reid_jax.data.bad_images`).
     """
 
-    def __init__(self, examples: SsanTrainExamples, image_size: tuple[int, int], seed: int):
+    def __init__(
+        self,
+        examples: SsanTrainExamples,
+        image_size: tuple[int, int],
+        seed: int,
+        bad_images: str = "stop",
+    ):
         self.examples = examples
         self.image_size = tuple(image_size)
         self.seed = int(seed)
+        paths = [examples.image_paths[i] for i in examples.image_index]
+        self.images = TrainingImages(
+            paths, examples.labels, policy=bad_images, same_identity_only=False
+        )
 
     def map(self, element: SampleIndex) -> dict[str, np.ndarray]:
         """Returns image uint8 [H, W, 3] (resized), flip bool [] (the step mirrors and
-        normalises it: `data.device_images`), label, caption, length, partner_caption/length."""
-        ex, record = self.examples, element.record
-        image = transforms.load_rgb(ex.image_paths[ex.image_index[record]])
+        normalises it: `data.device_images`), label, caption, length, partner_caption/length;
+        under data.bad_images='skip' also skipped int32 [] (1: a substitute record's)."""
+        ex = self.examples
+        record, image, skipped = self.images.read(element.record)
         image, flip = transforms.ssan_train_resize(
             image,
             image_size=self.image_size,
@@ -95,7 +110,7 @@ class SsanTrainMap(grain.transforms.Map):
             ex.partner_indices,
             keyed_rng(self.seed, STREAM_PARTNER, element.epoch, record),
         )
-        return {
+        out = {
             "image": image,
             "flip": flip,
             "label": ex.labels[record],
@@ -104,6 +119,9 @@ class SsanTrainMap(grain.transforms.Map):
             "partner_caption": ex.captions[partner],
             "partner_length": ex.lengths[partner],
         }
+        if self.images.counts_skips:
+            out[SKIPPED_FIELD] = np.int32(skipped)
+        return out
 
 
 class PkTrainMap(grain.transforms.Map):
@@ -121,6 +139,8 @@ class PkTrainMap(grain.transforms.Map):
         the host half of a training transform (e.g. `transforms.alignedreid_train_resize`);
         must be picklable (a module-level function or `functools.partial`) for worker
         processes.
+      bad_images: 'stop' or 'skip' (`reid_jax.data.bad_images`); a substitute image is
+        always of the same identity, so the batch keeps its P x K structure.
     """
 
     def __init__(
@@ -130,19 +150,27 @@ class PkTrainMap(grain.transforms.Map):
         image_size: tuple[int, int],
         seed: int,
         transform: TrainTransform,
+        bad_images: str = "stop",
     ):
         self.labels = np.asarray(labels).astype(np.int32)
         self.image_paths = list(image_paths)
         self.image_size = tuple(image_size)
         self.seed = int(seed)
         self.transform = transform
+        self.images = TrainingImages(
+            self.image_paths, self.labels, policy=bad_images, same_identity_only=True
+        )
 
     def map(self, element: SampleIndex) -> dict[str, np.ndarray]:
-        """Returns image uint8 [H, W, 3], flip bool [] and label int32 []."""
+        """Returns image uint8 [H, W, 3], flip bool [] and label int32 []; under
+        data.bad_images='skip' also skipped int32 [] (1: another image of the identity)."""
         rng = keyed_rng(self.seed, STREAM_AUGMENT, element.epoch, element.position)
-        image = transforms.load_rgb(self.image_paths[element.record])
+        record, image, skipped = self.images.read(element.record)
         image, flip = self.transform(image, image_size=self.image_size, rng=rng)
-        return {"image": image, "flip": flip, "label": self.labels[element.record]}
+        out = {"image": image, "flip": flip, "label": self.labels[record]}
+        if self.images.counts_skips:
+            out[SKIPPED_FIELD] = np.int32(skipped)
+        return out
 
 
 class EvalImageMap(grain.transforms.Map):
@@ -245,6 +273,7 @@ def make_ssan_train_loader(
     shard_count: int = 1,
     worker_buffer_size: int = 2,
     num_threads: int = 2,
+    bad_images: str = "stop",
 ) -> grain.IterDataset:
     """Infinite SSAN training stream (ssan §1.4-1.6), one process's slice of each batch.
 
@@ -258,17 +287,20 @@ def make_ssan_train_loader(
       shard_count: number of processes (`jax.process_count()`).
       worker_buffer_size: batches buffered per worker process.
       num_threads: threads decoding batches in each process.
+      bad_images: 'stop' or 'skip' an unreadable image (`reid_jax.data.bad_images`).
 
     Returns:
       a grain `IterDataset`; `iter()` gives a checkpointable iterator of dicts with
       b = global_batch_size // shard_count: image uint8 [b, H, W, 3], flip bool [b] (the step
       mirrors and normalises: `data.device_images`), label int32 [b],
       caption int32 [b, T], length int32 [b], partner_caption int32 [b, T],
-      partner_length int32 [b]. Global step s is in epoch `s // steps_per_epoch(N, B)`.
+      partner_length int32 [b], and under bad_images='skip' skipped int32 [b] (1: the
+      example stands in for one whose image is unreadable). Global step s is in epoch
+      `s // steps_per_epoch(N, B)`.
     """
     return make_shuffled_loader(
         len(examples),
-        SsanTrainMap(examples, image_size, seed),
+        SsanTrainMap(examples, image_size, seed, bad_images),
         global_batch_size=global_batch_size,
         seed=seed,
         num_workers=num_workers,
@@ -293,6 +325,7 @@ def make_pk_train_loader(
     shard_count: int = 1,
     worker_buffer_size: int = 2,
     num_threads: int = 2,
+    bad_images: str = "stop",
 ) -> grain.IterDataset:
     """Infinite P x K training stream (alignedreid §1.2), one process's slice of each batch.
 
@@ -310,11 +343,12 @@ def make_pk_train_loader(
       transform: per-image training transform, see `PkTrainMap`.
       num_workers, shard_index, shard_count, worker_buffer_size, num_threads: as in
         `make_ssan_train_loader`; shard_count must divide P * K.
+      bad_images: 'stop' or 'skip' an unreadable image (`reid_jax.data.bad_images`).
 
     Returns:
       a grain `IterDataset` of {'image': uint8 [b, H, W, 3], 'flip': bool [b] (the step
-      normalises and mirrors: `data.device_images`), 'label': int32 [b]},
-      b = P * K // shard_count.
+      normalises and mirrors: `data.device_images`), 'label': int32 [b]} (+ 'skipped' int32
+      [b] under bad_images='skip'), b = P * K // shard_count.
     """
     labels = np.asarray(labels)
     if len(labels) != len(image_paths):
@@ -323,7 +357,7 @@ def make_pk_train_loader(
     source = SampledStreamSource(sampler, shard_index=shard_index, shard_count=shard_count)
     return _stream_loader(
         source,
-        PkTrainMap(labels, image_paths, image_size, seed, transform),
+        PkTrainMap(labels, image_paths, image_size, seed, transform, bad_images),
         num_workers=num_workers,
         num_threads=num_threads,
         worker_buffer_size=worker_buffer_size,

@@ -109,7 +109,8 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
     """Reads a bundle folder.
 
     Raises:
-      BundleError: missing files, or a format version this code does not read.
+      BundleError: missing files, a format version this code does not read, or a parameters
+        file that is not plain arrays (nothing in it is unpickled).
     """
     path = Path(path)
     manifest_path = path / BUNDLE_FILE
@@ -121,8 +122,13 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         raise BundleError(
             f"{manifest_path}: format_version {version} is not one of {SUPPORTED_VERSIONS}"
         )
-    with np.load(path / PARAMS_FILE, allow_pickle=False) as data:
-        variables = _unflatten({key: data[key] for key in data.files})
+    try:
+        with np.load(path / PARAMS_FILE, allow_pickle=False) as data:
+            variables = _unflatten({key: data[key] for key in data.files})
+    except (OSError, ValueError) as error:  # ValueError: an object array, which needs pickle
+        raise BundleError(
+            f"{path / PARAMS_FILE}: not a readable parameters file ({error})"
+        ) from None
     encoders = {}
     for name, entry in manifest["encoders"].items():
         file = path / entry["file"]

@@ -21,12 +21,40 @@ import grain.checkpoint
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from jax.sharding import Sharding
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
 STATE_ITEM = "state"
 VARIABLE_FIELDS = ("params", "batch_stats", "ema_params")
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, a folder that is not writable); the
+    message names the folder, the step and the last complete checkpoint, which orbax never
+    touches before a new one is complete."""
+
+
+def _write_failure(manager: ocp.CheckpointManager, step: int, error: Exception) -> Exception:
+    """A `CheckpointWriteError` for a failed save of `step`, naming what is still intact."""
+    directory = Path(manager.directory)
+    done = latest_step_folder(directory)
+    kept = (
+        f"The last complete checkpoint, {done}, is intact: make room and re-run the same "
+        "command to resume from it"
+        if done is not None
+        else "There is no earlier complete checkpoint"
+    )
+    return CheckpointWriteError(
+        f"{directory}: writing a checkpoint failed while saving step {step} ({error}); is the "
+        f"disk full or the folder not writable? {kept}"
+    )
+
+
+# What a failed write raises: OSError from Python file writes, ValueError from tensorstore's
+# array writes (which carry the OS error's text).
+WRITE_ERRORS = (OSError, ValueError)
 
 
 def make_checkpoint_manager(
@@ -68,7 +96,31 @@ def save_checkpoint(
     items = {"state": ocp.args.StandardSave(state)}
     if data_iterator is not None:
         items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
-    manager.save(step, args=ocp.args.Composite(**items), force=True)
+    try:
+        manager.save(step, args=ocp.args.Composite(**items), force=True)
+    except WRITE_ERRORS as error:  # with async saves, possibly the previous save's failure
+        raise _write_failure(manager, step, error) from error
+
+
+def wait_for_saves(manager: ocp.CheckpointManager, step: int) -> None:
+    """Waits until the checkpoints being written in the background are complete.
+
+    Raises:
+      CheckpointWriteError: one of them could not be written (`step` is the latest save).
+    """
+    try:
+        manager.wait_until_finished()
+    except WRITE_ERRORS as error:
+        raise _write_failure(manager, step, error) from error
+
+
+def close_after_error(manager: ocp.CheckpointManager) -> None:
+    """Closes a manager while an error propagates: a failed background save, which close()
+    would raise again, is logged instead of replacing that error."""
+    try:
+        manager.close()
+    except Exception as error:  # the error being raised already says what went wrong
+        logging.warning("closing %s after an error: %s", manager.directory, error)
 
 
 def abstract_state(state_shapes: Any, sharding: Sharding | Any) -> Any:
@@ -137,10 +189,15 @@ def make_best_manager(workdir: str | os.PathLike) -> ocp.CheckpointManager:
 def save_best(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
     """Writes the model variables of `state` as the new best (the old one goes afterwards)."""
     variables = {name: getattr(state, name) for name in VARIABLE_FIELDS}
-    manager.save(
-        step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(variables)}), force=True
-    )
-    manager.wait_until_finished()
+    try:
+        manager.save(
+            step,
+            args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(variables)}),
+            force=True,
+        )
+        manager.wait_until_finished()
+    except WRITE_ERRORS as error:
+        raise _write_failure(manager, step, error) from error
 
 
 def is_step_folder(path: str | os.PathLike) -> bool:

@@ -90,7 +90,16 @@ def process_log_file(workdir: str | os.PathLike) -> Iterator[Path]:
         raise
     finally:
         root.removeHandler(handler)
-        handler.close()
+        close_quietly(handler.close, str(path))  # a full disk must not hide the real error
+
+
+def close_quietly(close: Any, what: str) -> None:
+    """Calls `close()`; an OSError (a flush to a full disk) is logged, not raised, so that it
+    never replaces the error being raised (use only on error paths and for log files)."""
+    try:
+        close()
+    except OSError as error:
+        absl_logging.warning("could not close %s: %s", what, error)
 
 
 def _make_readable(path: str) -> None:

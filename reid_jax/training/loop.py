@@ -21,6 +21,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from reid_jax import config_lib, multihost, sharding
+from reid_jax.data import bad_images
 from reid_jax.training import checkpoint, optim, run_folder
 from reid_jax.training import logging as run_logging
 from reid_jax.training.run_setup import (
@@ -74,13 +75,16 @@ def _log_interval(writer, pbar, host, step, setup, config, images, seconds) -> N
     lrs = optim.group_learning_rates(
         config.optim, multipliers[-1], step=step - 1, steps_per_epoch=setup.info.steps_per_epoch
     )
-    names = [k for k in host[0] if k != "lr_multiplier"]
+    names = [k for k in host[0] if k not in ("lr_multiplier", bad_images.SKIPPED_METRIC)]
     means = {k: float(np.mean([m[k] for m in host])) for k in names}
     scalars = {
         **{f"train/{k}": v for k, v in means.items()},
         **{f"lr/{k}": v for k, v in lrs.items()},
         "train/images_per_second": images / seconds if images and seconds > 0 else 0.0,
     }
+    if bad_images.SKIPPED_METRIC in host[0]:  # data.bad_images='skip': a count, not a mean
+        skipped = sum(float(m[bad_images.SKIPPED_METRIC]) for m in host)
+        scalars["data/skipped_images"] = skipped
     writer.write(step, scalars, epoch=(step - 1) // setup.info.steps_per_epoch)
     pbar.set_postfix(
         loss=f"{means.get('loss', float('nan')):.4f}",
@@ -167,10 +171,14 @@ def train_and_evaluate(
                 run_folder.write_data_info(workdir, setup.info)
             _check_select_metric(setup.task, config)
             if start is not None and start >= setup.total_steps:
-                return _finish_completed_run(setup, config, workdir, manager, start)
-            return _train(setup, config, workdir, manager, start)
-        finally:
-            manager.close()
+                result = _finish_completed_run(setup, config, workdir, manager, start)
+            else:
+                result = _train(setup, config, workdir, manager, start)
+        except BaseException:
+            checkpoint.close_after_error(manager)
+            raise
+        manager.close()
+        return result
 
 
 def _check_select_metric(task: Task, config: Any) -> None:
@@ -226,7 +234,7 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
     )
     writer = run_logging.MetricWriter(workdir, enabled=is_main)
     eval_every = int(config.eval.every_epochs) * setup.info.steps_per_epoch
-    pending, saved, log_due = [], start, None
+    pending, saved, log_due, stopped = [], start, None, False
     tick, timed_images = time.perf_counter(), 0
     pbar = tqdm(
         total=setup.total_steps,
@@ -296,23 +304,35 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
                     checkpoint.save_checkpoint(manager, step, state, iterator)
                     saved = step
                 if stop.requested:
-                    manager.wait_until_finished()
+                    checkpoint.wait_for_saves(manager, step)
                     logging.warning("SIGTERM: saved checkpoint at step %d, stopping", step)
                     print(
                         f"SIGTERM received: checkpoint saved at step {step}; re-run the same "
                         "command to resume.",
                         flush=True,
                     )
-                    return {}
+                    stopped = True
+                    break
                 if evaluate_now:
                     evaluate(step)
-        if saved != setup.total_steps:
-            checkpoint.save_checkpoint(manager, setup.total_steps, state, iterator)
-        manager.wait_until_finished()
+        if stopped:  # (not stop.requested: a SIGTERM after the last step saves as usual)
+            result = {}
+        else:
+            if saved != setup.total_steps:
+                checkpoint.save_checkpoint(manager, setup.total_steps, state, iterator)
+            checkpoint.wait_for_saves(manager, setup.total_steps)
+            pbar.close()
+            result = evaluate(setup.total_steps)
+    except BaseException:
+        # Closing flushes files: on a full disk that fails too, and must not replace the
+        # error that says what happened (e.g. which checkpoint could not be written).
         pbar.close()
-        return evaluate(setup.total_steps)
-    finally:
-        pbar.close()
-        writer.close()
+        run_logging.close_quietly(writer.close, "metric writer")
         if best_manager is not None:
-            best_manager.close()
+            run_logging.close_quietly(best_manager.close, "best checkpoint manager")
+        raise
+    pbar.close()
+    writer.close()
+    if best_manager is not None:
+        best_manager.close()
+    return result

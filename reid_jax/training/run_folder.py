@@ -36,6 +36,9 @@ HARMLESS_FIELDS = (
     "eval.",
     "checkpoint.",
     "data.num_workers",
+    # Changes a batch only where an image is unreadable, so a run stopped by one resumes
+    # exactly with 'skip' (the batches before it decoded every image).
+    "data.bad_images",
     "data.root",
     "data.tfds_dir",  # a prepared dataset gives the same records, images and order
     "mesh.distributed",
@@ -124,7 +127,11 @@ def write_config(workdir: str | os.PathLike, config: Any) -> None:
 
 # Config fields added after run folders were first written, with the value that reproduces
 # the older behaviour: `load_config` fills them into an older config.json.
-FIELDS_ADDED_LATER = {"model.matmul_precision": "default", "data.tfds_dir": ""}
+FIELDS_ADDED_LATER = {
+    "model.matmul_precision": "default",
+    "data.tfds_dir": "",
+    "data.bad_images": "stop",
+}
 
 
 def load_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:

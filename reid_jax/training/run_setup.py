@@ -12,12 +12,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from absl import logging
 
 from reid_jax import config_lib, sharding
-from reid_jax.data import device_images
+from reid_jax.data import bad_images, device_images
 from reid_jax.training import checkpoint, init_from, optim, run_folder
 from reid_jax.training import logging as run_logging
 from reid_jax.training import step as step_lib
@@ -228,12 +229,17 @@ def make_train_step(
 
     Returns:
       step(state, batch, root_key) -> (state, metrics), where the task sees the key
-      `fold_in(root_key, state.step)`.
+      `fold_in(root_key, state.step)`; a batch with the 'skipped' field (data.bad_images=
+      'skip') adds the metric 'skipped_images', the number of substituted examples.
     """
 
     batch_sharding = sharding.batch_sharding(mesh)
 
     def step(state: TrainState, batch: dict[str, jax.Array], root_key: jax.Array):
+        # data.bad_images='skip': which examples stand in for an unreadable image; counted
+        # here, over the global batch, and kept away from the task.
+        batch = dict(batch)
+        skipped = batch.pop(bad_images.SKIPPED_FIELD, None)
         batch = device_images.prepare_batch(batch, task, config)
         key = jax.random.fold_in(root_key, state.step)
         if hasattr(task, "train_step"):  # a task with its own update (several optimizers)
@@ -254,6 +260,9 @@ def make_train_step(
             )
         if schedule is not None:
             metrics = dict(metrics, lr_multiplier=schedule(state.step))
+        if skipped is not None:
+            count = jnp.sum(skipped).astype(jnp.float32)
+            metrics = dict(metrics, **{bad_images.SKIPPED_METRIC: count})
         return new_state, metrics
 
     replicated = sharding.replicated(mesh)

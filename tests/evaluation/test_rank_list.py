@@ -1,6 +1,7 @@
 """Rank-list PNG/HTML: content, border colours, ordering, junk handling, atomic writes."""
 
 import os
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -114,3 +115,73 @@ def test_worst_first_image_queries_and_junk(gallery, tmp_path):
             out_png=str(tmp_path / "x.png"),
             out_html=str(tmp_path / "x.html"),
         )
+
+
+class _Tags(HTMLParser):
+    """Every start tag with its attributes, and the text, as a browser's parser sees them."""
+
+    def __init__(self, page):
+        super().__init__()
+        self.tags, self.text = [], []
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+HOSTILE_NAMES = ("'><img src=x onerror=alert(1)>.png", '"><svg onload=alert(2)>.png')
+HOSTILE_CAPTION = '<script>alert(3)</script> a man "><img src=x onerror=alert(4)> in red'
+
+
+def _only_our_markup(page, texts):
+    """No script/svg element, no event handler attribute; the hostile strings show as text."""
+    parsed = _Tags(page)
+    assert not [t for t, _ in parsed.tags if t in ("script", "svg")]
+    assert not [a for _, attrs in parsed.tags for a in attrs if a.startswith("on")]
+    assert {src[:5] for t, attrs in parsed.tags if t == "img" for src in [attrs["src"]]} == {
+        "data:"
+    }  # every image is one of ours (no src=x)
+    shown = "".join(parsed.text) + " ".join(attrs.get("title", "") for _, attrs in parsed.tags)
+    for text in texts:
+        assert text in shown, text
+
+
+def test_hostile_captions_and_file_names_stay_text(gallery, tmp_path):
+    """Rank lists and search result pages (issue 14, item 6): captions and gallery file names
+    holding markup that would break out of an attribute or open a script stay text."""
+    ids, paths = gallery
+    hostile = []
+    for name, source in zip(HOSTILE_NAMES, paths, strict=False):
+        target = tmp_path / name
+        target.write_bytes(open(source, "rb").read())
+        hostile.append(str(target))
+    gallery_paths = hostile + paths[len(hostile) :]
+    sim = np.zeros((1, len(gallery_paths)), np.float32)
+    sim[0, : len(hostile)] = 1.0  # the hostile names rank first
+    page = tmp_path / "rank.html"
+    rank_list.render_rank_list(
+        queries=[HOSTILE_CAPTION],
+        gallery_paths=gallery_paths,
+        similarity=sim,
+        query_ids=np.array([ids[0]]),
+        gallery_ids=ids,
+        out_png=str(tmp_path / "rank.png"),
+        out_html=str(page),
+        num_queries=1,
+        top_k=4,
+    )
+    _only_our_markup(page.read_text(), [HOSTILE_CAPTION, *HOSTILE_NAMES])
+
+    page = tmp_path / "search.html"
+    rank_list.render_search_results(
+        query=HOSTILE_CAPTION,
+        query_is_image=False,
+        paths=gallery_paths[:3],
+        scores=[0.9, 0.8, 0.7],
+        out_png=str(tmp_path / "search.png"),
+        out_html=str(page),
+    )
+    _only_our_markup(page.read_text(), [HOSTILE_CAPTION, *HOSTILE_NAMES, *hostile])

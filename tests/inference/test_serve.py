@@ -424,3 +424,49 @@ def test_browser_shows_a_bad_attribute_query_as_an_error(browser, attribute_serv
     error = browser.find_element(By.ID, "error")
     assert error.is_displayed() and "'maybe'" in error.text and "no, yes" in error.text
     assert _cards(browser) == []
+
+
+def _png_header_only(width, height):
+    """A PNG that declares width x height pixels and holds none (a decompression bomb's
+    header: PIL sees the size on open, before any pixel is decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+def test_loopback_by_default_and_size_limits(ssan_server, ssan_index):
+    """Issue 14, item 6: the server listens on 127.0.0.1 unless told otherwise, and refuses a
+    body over MAX_BODY_BYTES (unread) and a photo of absurd pixel size (undecoded)."""
+    from reid_jax.inference import serve
+
+    server = SearchServer(Searcher.open(ssan_index), port=0)  # no host given
+    try:
+        assert server.server_address[0] == "127.0.0.1" and server.url.startswith("http://127.")
+    finally:
+        server.server_close()
+    parsed = cli._build_parser().parse_args(["serve", "--index", str(ssan_index)])
+    assert parsed.host == "127.0.0.1"
+
+    connection = http.client.HTTPConnection("127.0.0.1", ssan_server.port, timeout=60)
+    connection.putrequest("POST", "/api/search")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", str(serve.MAX_BODY_BYTES + 1))
+    connection.endheaders(b'{"text": "a woman"')  # the rest never comes: it is not read
+    response = connection.getresponse()
+    answer = json.loads(response.read())
+    connection.close()
+    assert response.status == 413 and f"over {serve.MAX_BODY_BYTES} bytes" in answer["error"]
+
+    bomb = base64.b64encode(_png_header_only(40_000, 40_000)).decode()
+    status, answer = _post(ssan_server, {"image": bomb, "image_name": "huge.png"})
+    assert status == 400 and "huge.png" in answer["error"]
+    assert "exceeds limit" in answer["error"]  # PIL's decompression-bomb guard, not a crash
+    status, answer = _post(ssan_server, {"text": "a woman"})
+    assert status == 200  # the server is still serving

@@ -97,7 +97,7 @@ def toy_config() -> ml_collections.ConfigDict:
     config.init_from = ""
     config.init_from_rules = ()
     config.init_from_strict = False
-    config.data = ml_collections.ConfigDict(dict(num_workers=0))
+    config.data = ml_collections.ConfigDict(dict(num_workers=0, bad_images="stop"))
     # head_extra > 0 widens the classifier (a fine-tuning target with other classes).
     config.model = ml_collections.ConfigDict(
         dict(dtype="float32", matmul_precision="default", head_extra=0)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from reid_jax import config_lib, sharding
+from reid_jax.training import checkpoint as checkpoint_lib
 from reid_jax.training import evaluate as evaluate_lib
 from reid_jax.training import loop
 
@@ -218,3 +219,76 @@ def test_a_non_finite_state_is_never_saved(tmp_path):
     with pytest.raises(FloatingPointError, match=r"step 3\b"):
         loop.train_and_evaluate(config, tmp_path, task=toy)
     assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
+
+
+FULL_DISK_SCRIPT = textwrap.dedent("""
+    import resource, sys
+    sys.path[:0] = [{repo!r}, {here!r}]
+    import loop_toy_task as toy
+    from reid_jax import cli_errors
+    from reid_jax.training import checkpoint, loop
+    real_save = checkpoint.save_checkpoint
+
+    def save(manager, step, state, iterator):
+        if step == 8:  # checkpoint 4 is complete; from now on the disk takes no more bytes
+            manager.wait_until_finished()
+            hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+            resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))
+        real_save(manager, step, state, iterator)
+
+    checkpoint.save_checkpoint = save
+    config = toy.toy_config()
+    config.checkpoint.async_save = sys.argv[2] == "async"
+    try:
+        loop.train_and_evaluate(config, sys.argv[1], task=toy)
+    except Exception as error:
+        sys.exit(cli_errors.report(error, debug=False))  # what `reid-jax train` prints
+""")
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_full_disk_stops_naming_the_folder_and_keeps_the_last_checkpoint(
+    uninterrupted, tmp_path, mode
+):
+    """Issue 14, item 5: when the run folder stops taking writes mid-run, the run stops with
+    one line naming the checkpoint folder, the step and the intact checkpoint, which the same
+    command then resumes from to the uninterrupted result.
+
+    Tests may run as root, whom a read-only folder (chmod) does not stop, so the disk is
+    filled instead: RLIMIT_FSIZE = 0 makes the kernel refuse every write that grows a file
+    (EFBIG, as ENOSPC would on a full disk), for root too and for tensorstore's C++ writes as
+    well as Python's. It applies to the whole process, hence the subprocess (pytest's own
+    capture files would fail too); its stdout and stderr are pipes, which it does not limit.
+    """
+    reference_dir, reference = uninterrupted
+    script = tmp_path / "run.py"
+    script.write_text(FULL_DISK_SCRIPT.format(repo=str(REPO), here=str(HERE)))
+    workdir = tmp_path / "run"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")  # the suite's 8 CPU devices (XLA_FLAGS)
+    proc = subprocess.run(
+        [sys.executable, str(script), str(workdir), mode],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-3000:]
+    folder = workdir / "checkpoints"
+    assert errors[0] == (
+        f"error: {folder}: writing a checkpoint failed while saving step 8 ([Errno 27] File "
+        "too large); is the disk full or the folder not writable? The last complete "
+        f"checkpoint, {folder / '4'}, is intact: make room and re-run the same command to "
+        "resume from it"
+    )
+    assert [p.name for p in checkpoint_lib.step_folders(folder)] == ["4"]
+    # The same command, with room again, resumes from checkpoint 4 and ends where the
+    # uninterrupted run ended.
+    config = toy.toy_config()
+    config.checkpoint.async_save = mode == "async"
+    resumed = loop.train_and_evaluate(config, workdir, task=toy)
+    want, got = _losses(reference_dir), _losses(workdir)
+    np.testing.assert_allclose(
+        [got[s] for s in range(1, 13)], [want[s] for s in range(1, 13)], rtol=1e-6, atol=0
+    )
+    assert resumed == reference

@@ -42,6 +42,8 @@ def test_distributed_arguments_from_environment(monkeypatch):
         "process_id": 3,
         "cluster_detection_method": "deactivate",
     }
+    monkeypatch.setenv("REID_JAX_HEARTBEAT_TIMEOUT_S", "20")
+    assert cli._distributed_arguments()["heartbeat_timeout_seconds"] == 20
     monkeypatch.setenv("REID_JAX_PROCESS_ID", "three")
     with pytest.raises(cli.UsageError, match="REID_JAX_PROCESS_ID"):
         cli._distributed_arguments()
@@ -241,3 +243,75 @@ def test_two_processes_match_one_process_and_resume(tmp_path, config):
         assert len(a.sharding.device_set) == 8
         np.testing.assert_array_equal(np.asarray(a), host)
         np.testing.assert_allclose(host, b, rtol=1e-2, atol=1e-3)
+
+
+PEER_LOSS_BOUND_S = 60  # process 0 must be gone this long after process 1 is killed
+
+
+@pytest.mark.slow
+def test_a_killed_process_stops_the_other_with_a_clear_message(tmp_path, monkeypatch):
+    """Process 1 of a 2-process run is SIGKILLed mid-run; process 0 exits non-zero within
+    PEER_LOSS_BOUND_S with one line naming the lost process (issue 14, item 5).
+
+    The processes are started directly (each through launch/multihost.sh), not through
+    launch/local_processes.sh, whose supervision would kill process 0 itself: on separate
+    hosts nothing but process 0 can notice. It fails its next collective at once (the dead
+    process's connections are reset) and exits without jax's shutdown barrier, which would
+    hold it for the 100 s heartbeat timeout (REID_JAX_HEARTBEAT_TIMEOUT_S, set lower here
+    for a process blocked outside a collective) and then abort it.
+    """
+    import time
+
+    from reid_jax import config_lib
+    from reid_jax.training.tasks import alignedreid
+
+    config = "configs/alignedreid.py:smoke"
+    monkeypatch.setenv("REID_JAX_DATA", str(tmp_path / "data"))  # generated once, here
+    alignedreid.load_split(config_lib.load_config_file(config).data, "train")
+    env = _environment(tmp_path, 1)
+    env["REID_JAX_HEARTBEAT_TIMEOUT_S"] = "20"
+    port = _free_port()
+    workdir = tmp_path / "run"
+    logs = [tmp_path / f"process_{i}.out" for i in range(2)]
+    procs = []
+    for process_id in range(2):
+        command = ["bash", "launch/multihost.sh", f"--coordinator=127.0.0.1:{port}"]
+        command += ["--num_processes=2", f"--process_id={process_id}", "train"]
+        command += ["--config", config, "--workdir", str(workdir)]
+        command += ["--config.train.num_steps=100000", "--config.checkpoint.every_steps=100000"]
+        procs.append(_start(command, env, logs[process_id]))
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not _steps_logged(workdir, 3):  # both processes are stepping
+            assert all(p.poll() is None for p in procs), [log.read_text()[-2000:] for log in logs]
+            assert time.monotonic() < deadline, "no training steps in time"
+            time.sleep(0.5)
+        os.killpg(procs[1].pid, signal.SIGKILL)
+        procs[1].wait()
+        status = procs[0].wait(timeout=PEER_LOSS_BOUND_S)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    shown = logs[0].read_text()
+    assert status == 1, shown[-3000:]
+    errors = [line for line in shown.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, shown[-3000:]
+    assert errors[0].startswith("error: process 0 of 2 lost contact with another process")
+    assert "re-run the same command on every process" in errors[0]
+    assert "Traceback" not in shown  # on the console one line; the traceback is in the log
+    assert "JaxRuntimeError" in (workdir / "logs" / "process_0.log").read_text()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _steps_logged(workdir: Path, count: int) -> bool:
+    path = workdir / "metrics.jsonl"
+    return path.exists() and len(path.read_text().splitlines()) >= count

@@ -156,3 +156,24 @@ def test_rules_map_names_and_weights_files_load(tmp_path):
     (tmp_path / "model.pth").write_bytes(b"x")
     with pytest.raises(init_from.InitFromError, match="import-weights"):
         init_from.resolve_source(tmp_path / "model.pth")
+
+
+def test_bad_images_policy_is_filled_in_for_older_runs_and_may_change_on_resume(tmp_path):
+    """data.bad_images came later: a run folder without it reads as 'stop' (what it did), and
+    a run stopped by an unreadable image may resume with 'skip'."""
+    config = toy.toy_config()
+    run_folder.write_config(tmp_path, config)
+    older = json.loads((tmp_path / "config.json").read_text())
+    del older["data"]["bad_images"]
+    (tmp_path / "config.json").write_text(json.dumps(older))
+    assert run_folder.load_config(tmp_path).data.bad_images == "stop"
+    skip = config.copy_and_resolve_references()
+    skip.data.bad_images = "skip"
+    assert run_folder.check_resume_config(tmp_path, skip) == [
+        ("data.bad_images", "<absent>", "skip")
+    ]
+    from reid_jax import config_lib
+
+    skip.data.bad_images = "ignore"
+    with pytest.raises(config_lib.ConfigError, match=r"data\.bad_images.*'stop', 'skip'"):
+        config_lib.validate(skip)

@@ -159,6 +159,7 @@ def make_train_data(
         num_workers=data.num_workers,
         shard_index=shard_index,
         shard_count=shard_count,
+        bad_images=data.bad_images,
     )
     info = TrainDataInfo(
         num_examples=len(records),

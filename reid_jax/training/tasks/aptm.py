@@ -171,6 +171,7 @@ def make_train_data(
         prompt_ids=prompt_ids,
         seed=config.seed,
         captions=not attribute_images,
+        bad_images=data.bad_images,
     )
     loader = pipeline.make_shuffled_loader(
         len(examples),

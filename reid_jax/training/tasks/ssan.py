@@ -101,6 +101,7 @@ def make_train_data(
         num_workers=config.data.num_workers,
         shard_index=shard_index,
         shard_count=shard_count,
+        bad_images=config.data.bad_images,
     )
     info = TrainDataInfo(
         num_examples=len(examples),
