@@ -196,6 +196,7 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
         if report is not None and is_main:
             print(report.summary(), flush=True)
         state = setup.make_state(variables)
+        logging.info("new run: %d steps", setup.total_steps)
     else:
         state = checkpoint.restore_checkpoint(manager, setup.target, iterator, start)
         if is_main:
