@@ -215,9 +215,7 @@ def _train_command(config: str, workdir: Path, overrides: list[str]) -> list[str
 def _child_env(env: dict[str, str] | None) -> dict[str, str]:
     env = dict(os.environ if env is None else env)
     # The launched processes import this copy of reid_jax, whatever is installed.
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
-    )
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     return env
 
 
@@ -389,8 +387,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="default: 4 * kills + 8")
     parser.add_argument("--checkpoint-every", type=int, default=2)
     parser.add_argument("--config", default=DEFAULT_CONFIG)
-    parser.add_argument("--set", action="append", dest="settings", metavar="KEY=VALUE",
-                        help="config override (repeatable); default: a cheap AlignedReID eval")
+    parser.add_argument(
+        "--set",
+        action="append",
+        dest="settings",
+        metavar="KEY=VALUE",
+        help="config override (repeatable); default: a cheap AlignedReID eval",
+    )
     args = parser.parse_args(argv)
     summary = run_faults(
         args.workdir, kills=args.kills, seed=args.seed, steps=args.steps,

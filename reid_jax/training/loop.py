@@ -185,6 +185,17 @@ def _check_select_metric(task: Task, config: Any) -> None:
             )
 
 
+def _drop_records_after(step: int, workdir: Path, select_metric: str, best_manager) -> None:
+    """Removes what an earlier process logged or saved after `step`, the state the run
+    continues from (metrics lines, evaluations, best/ checkpoints)."""
+    if jax.process_index() == 0:
+        run_logging.truncate_metrics(workdir, step)
+        run_folder.truncate_history(workdir, step, select_metric)
+    if best_manager is not None:  # every process: orbax deletes behind a global barrier
+        for stale in [s for s in best_manager.all_steps() if s > step]:
+            best_manager.delete(stale)
+
+
 def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
     is_main = jax.process_index() == 0
     iterator = iter(setup.loader)
@@ -199,13 +210,10 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
         logging.info("new run: %d steps", setup.total_steps)
     else:
         state = checkpoint.restore_checkpoint(manager, setup.target, iterator, start)
-        if is_main:
-            run_logging.truncate_metrics(workdir, start)
-            run_folder.truncate_history(workdir, start, select_metric)
-        if best_manager is not None:  # every process: orbax deletes behind a global barrier
-            for stale in [s for s in best_manager.all_steps() if s > start]:
-                best_manager.delete(stale)
         logging.info("resumed from step %d of %d", start, setup.total_steps)
+    # Also for a new run: one killed before its first checkpoint completed left metrics
+    # lines (and maybe evaluations) that this run is about to write again.
+    _drop_records_after(start, workdir, select_metric, best_manager)
     # Made by a jitted function: device_put of a process-local key onto a mesh that spans
     # several processes is an error; a replicated jit output is fine everywhere.
     root_key = jax.jit(

@@ -94,6 +94,32 @@ def test_resume_after_crash_replays_exactly(uninterrupted, tmp_path, monkeypatch
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["last"]["step"] == 12
 
 
+def test_rerun_after_a_crash_before_the_first_checkpoint_logs_each_step_once(
+    uninterrupted, tmp_path, monkeypatch
+):
+    """A run killed before its first checkpoint completed starts anew; the lines the dead
+    process logged must not stay in front of the new run's (found by fault injection)."""
+    reference_dir, _ = uninterrupted
+    real = sharding.host_batch_to_global
+    calls = []
+
+    def crash_on_third_batch(batch, mesh):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("simulated crash")
+        return real(batch, mesh)
+
+    monkeypatch.setattr(sharding, "host_batch_to_global", crash_on_third_batch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        loop.train_and_evaluate(toy.toy_config(), tmp_path, task=toy)
+    assert sorted(_losses(tmp_path)) == [1]  # logged, but the first checkpoint (4) never came
+    monkeypatch.setattr(sharding, "host_batch_to_global", real)
+    loop.train_and_evaluate(toy.toy_config(), tmp_path, task=toy)
+    steps = [r["step"] for r in _metrics(tmp_path) if "train/loss" in r]
+    assert steps == list(range(1, 13))
+    assert _losses(tmp_path) == _losses(reference_dir)
+
+
 def test_logging_fetches_an_interval_only_after_the_next_step_is_queued(tmp_path, monkeypatch):
     """The device is never left idle by a log: the metrics of step s are fetched after step
     s + 1's batch went to the device, except where the state must be known (a checkpoint,
