@@ -3,7 +3,9 @@
 Each step folder is an orbax Composite with two items:
   state: the TrainState pytree (StandardSave / StandardRestore into sharded abstract targets);
   data:  the grain iterator state, one JSON file per process, so that a resumed run sees
-         exactly the batches the uninterrupted run would have seen.
+         exactly the batches the uninterrupted run would have seen;
+  unlogged_metrics: (JSON, when any) the per-step metrics of the log interval the save fell
+         into, so that a resumed run logs the same interval means as an uninterrupted one.
 `workdir/best/<step>/state` holds the model variables (params, batch_stats, ema_params) of the
 best evaluation so far (`eval.select_metric`); orbax writes it under a temporary name and
 renames it, and the previous best is deleted only after the new one is complete.
@@ -26,6 +28,7 @@ from jax.sharding import Sharding
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
 STATE_ITEM = "state"
+UNLOGGED_ITEM = "unlogged_metrics"
 VARIABLE_FIELDS = ("params", "batch_stats", "ema_params")
 
 
@@ -46,6 +49,7 @@ def make_checkpoint_manager(
     handlers = {"state": ocp.StandardCheckpointHandler()}
     if with_data:
         handlers["data"] = grain.checkpoint.CheckpointHandler()
+        handlers[UNLOGGED_ITEM] = ocp.JsonCheckpointHandler()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=int(checkpoint_config.max_to_keep),
         enable_async_checkpointing=bool(checkpoint_config.async_save),
@@ -55,7 +59,11 @@ def make_checkpoint_manager(
 
 
 def save_checkpoint(
-    manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: Any | None
+    manager: ocp.CheckpointManager,
+    step: int,
+    state: Any,
+    data_iterator: Any | None,
+    unlogged_metrics: list[dict[str, Any]] | None = None,
 ) -> None:
     """Saves the state (and the data iterator position) as checkpoint `step`.
 
@@ -64,11 +72,44 @@ def save_checkpoint(
       step: the number of optimizer steps the state has taken.
       state: TrainState (global jax arrays).
       data_iterator: the grain iterator the run is reading, or None to skip the data item.
+      unlogged_metrics: host metrics (name -> NumPy scalar) of the steps since the last log
+        line, oldest first; saved with their dtypes when not empty.
     """
     items = {"state": ocp.args.StandardSave(state)}
     if data_iterator is not None:
         items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    if unlogged_metrics:
+        # float() of a float32 is exact and JSON keeps a float64 exactly: with the dtype,
+        # the restored values are the same bits.
+        steps = [
+            {name: [np.asarray(value).item(), str(np.asarray(value).dtype)]
+             for name, value in metrics.items()}
+            for metrics in unlogged_metrics
+        ]  # fmt: skip
+        items[UNLOGGED_ITEM] = ocp.args.JsonSave(steps)
     manager.save(step, args=ocp.args.Composite(**items), force=True)
+
+
+def restore_unlogged_metrics(manager: ocp.CheckpointManager, step: int) -> list[dict[str, Any]]:
+    """The metrics `save_checkpoint` kept of the steps after the last log line of `step`.
+
+    Args:
+      manager: from `make_checkpoint_manager` (with the data item).
+      step: the checkpoint.
+
+    Returns:
+      One dict per step (name -> NumPy scalar of the saved dtype), oldest first; [] when the
+      checkpoint has none (it was saved at a log step, or by an older version).
+    """
+    if not (manager.directory / str(step) / UNLOGGED_ITEM).is_dir():
+        return []
+    restored = manager.restore(
+        step, args=ocp.args.Composite(**{UNLOGGED_ITEM: ocp.args.JsonRestore()})
+    )
+    return [
+        {name: np.asarray(value, dtype=dtype) for name, (value, dtype) in metrics.items()}
+        for metrics in restored[UNLOGGED_ITEM]
+    ]
 
 
 def abstract_state(state_shapes: Any, sharding: Sharding | Any) -> Any:

@@ -207,9 +207,11 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
         if report is not None and is_main:
             print(report.summary(), flush=True)
         state = setup.make_state(variables)
+        unlogged = []
         logging.info("new run: %d steps", setup.total_steps)
     else:
         state = checkpoint.restore_checkpoint(manager, setup.target, iterator, start)
+        unlogged = checkpoint.restore_unlogged_metrics(manager, start)
         logging.info("resumed from step %d of %d", start, setup.total_steps)
     # Also for a new run: one killed before its first checkpoint completed left metrics
     # lines (and maybe evaluations) that this run is about to write again.
@@ -235,7 +237,8 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
     )
     writer = run_logging.MetricWriter(workdir, enabled=is_main)
     eval_every = int(config.eval.every_epochs) * setup.info.steps_per_epoch
-    pending, saved, log_due = [], start, None
+    # The interval a resumed checkpoint fell into continues with its saved host metrics.
+    pending, saved, log_due = list(unlogged), start, None
     tick, timed_images = time.perf_counter(), 0
     pbar = tqdm(
         total=setup.total_steps,
@@ -300,9 +303,11 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
                     else:
                         log_due = step
                 elif save or evaluate_now:
-                    _check_finite(pending, step)  # never save or evaluate a non-finite state
+                    # Never save or evaluate a non-finite state; the fetched metrics go into
+                    # the checkpoint, so a resume logs this interval's mean unchanged.
+                    pending = _check_finite(pending, step)
                 if save:
-                    checkpoint.save_checkpoint(manager, step, state, iterator)
+                    checkpoint.save_checkpoint(manager, step, state, iterator, pending)
                     saved = step
                 if stop.requested:
                     manager.wait_until_finished()

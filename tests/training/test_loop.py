@@ -120,6 +120,35 @@ def test_rerun_after_a_crash_before_the_first_checkpoint_logs_each_step_once(
     assert _losses(tmp_path) == _losses(reference_dir)
 
 
+def test_a_resume_inside_a_log_interval_logs_the_same_means(tmp_path, monkeypatch):
+    """Checkpoint 4 falls inside the interval 4-6 (log every 3 steps): the resumed run's line
+    for step 6 must average steps 4, 5 and 6 as the uninterrupted run's does, bit for bit."""
+    config = toy.toy_config()
+    config.train.log_every_steps = 3
+    loop.train_and_evaluate(config, tmp_path / "reference", task=toy)
+    real = sharding.host_batch_to_global
+    calls = []
+
+    def crash_on_sixth_batch(batch, mesh):
+        calls.append(1)
+        if len(calls) == 6:
+            raise RuntimeError("simulated crash")
+        return real(batch, mesh)
+
+    monkeypatch.setattr(sharding, "host_batch_to_global", crash_on_sixth_batch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        loop.train_and_evaluate(config, tmp_path / "resumed", task=toy)
+    monkeypatch.setattr(sharding, "host_batch_to_global", real)
+    loop.train_and_evaluate(config, tmp_path / "resumed", task=toy)
+    want = _metrics(tmp_path / "reference")
+    got = _metrics(tmp_path / "resumed")
+    for records in (want, got):
+        for record in records:
+            record.pop("train/images_per_second", None)
+    assert [r["step"] for r in got if "train/loss" in r] == [3, 6, 9, 12]
+    assert got == want
+
+
 def test_logging_fetches_an_interval_only_after_the_next_step_is_queued(tmp_path, monkeypatch):
     """The device is never left idle by a log: the metrics of step s are fetched after step
     s + 1's batch went to the device, except where the state must be known (a checkpoint,
