@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from absl import logging as absl_logging
+
 import reid_jax
 from reid_jax.tools import checkpoint_audit
 from reid_jax.training import checkpoint
@@ -286,6 +288,8 @@ def run_faults(
             failures.append(f"launch {index} ended before its planned kill")
             break
     summary = _summarize(records, reference_dir, faulted_dir, steps, reference_code, failures)
+    final = checkpoint_audit.audit_checkpoints(faulted_dir / checkpoint.CHECKPOINT_DIR)
+    summary["final_checkpoints"] = dataclasses.asdict(final)
     summary.update(
         kills_planned=kills, seed=seed, steps=steps, checkpoint_every=checkpoint_every,
         command=command, reference_seconds=round(reference_seconds, 1),
@@ -395,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         help="config override (repeatable); default: a cheap AlignedReID eval",
     )
     args = parser.parse_args(argv)
+    # orbax warns once per audited checkpoint that an item folder has no checkpoint metadata.
+    absl_logging.set_verbosity(absl_logging.ERROR)
     summary = run_faults(
         args.workdir, kills=args.kills, seed=args.seed, steps=args.steps,
         checkpoint_every=args.checkpoint_every, config=args.config,

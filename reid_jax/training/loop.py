@@ -202,20 +202,22 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
     select_metric = config.eval.select_metric
     best_manager = checkpoint.make_best_manager(workdir) if select_metric else None
     if start is None:
-        start = 0
         variables, report = initial_variables(setup, config)
         if report is not None and is_main:
             print(report.summary(), flush=True)
         state = setup.make_state(variables)
         unlogged = []
-        logging.info("new run: %d steps", setup.total_steps)
     else:
         state = checkpoint.restore_checkpoint(manager, setup.target, iterator, start)
         unlogged = checkpoint.restore_unlogged_metrics(manager, start)
-        logging.info("resumed from step %d of %d", start, setup.total_steps)
     # Also for a new run: one killed before its first checkpoint completed left metrics
     # lines (and maybe evaluations) that this run is about to write again.
-    _drop_records_after(start, workdir, select_metric, best_manager)
+    _drop_records_after(start or 0, workdir, select_metric, best_manager)
+    if start is None:
+        start = 0
+        logging.info("new run: %d steps", setup.total_steps)
+    else:  # logged after the clean-up: watchers (tools/fault_injection.py) rely on it
+        logging.info("resumed from step %d of %d", start, setup.total_steps)
     # Made by a jitted function: device_put of a process-local key onto a mesh that spans
     # several processes is an error; a replicated jit output is fine everywhere.
     root_key = jax.jit(
