@@ -101,7 +101,7 @@ class _Launch:
         self._log_offset = log.stat().st_size if log.exists() else 0
         self._log = log
         self.checkpoint_dir = workdir / checkpoint.CHECKPOINT_DIR
-        self._old_temporary = self.temporary_folders()
+        self.old_temporary = self.temporary_folders()
         self._seen_temporary: set[tuple[str, int]] = set()
         self.started = time.monotonic()
         self._output = open(output, "w")  # noqa: SIM115 (closed in wait)
@@ -142,7 +142,7 @@ class _Launch:
     def checkpoint_writes_seen(self) -> int:
         """How many checkpoint writes of this launch were seen so far (call it often: a
         temporary folder lives only while its save runs)."""
-        self._seen_temporary |= self.temporary_folders() - self._old_temporary
+        self._seen_temporary |= self.temporary_folders() - self.old_temporary
         return len(self._seen_temporary)
 
     def logged_steps_after(self, start: int) -> int:
@@ -193,7 +193,8 @@ def _inject(launch: _Launch, kill: Kill, start: int, timeout: float) -> dict[str
         reached = True
     if kill.delay:
         time.sleep(kill.delay)
-    writing = sorted(name for name, _ in launch.temporary_folders())
+    # Only this launch's saves: a killed save's folder stays until its step is saved again.
+    writing = sorted(name for name, _ in launch.temporary_folders() - launch.old_temporary)
     if not launch.running():
         return {"sent": False, "reached": reached, "exit_code": launch.wait(0)}
     os.killpg(launch.process.pid, getattr(signal, kill.signal))
@@ -228,6 +229,7 @@ def run_faults(
     seed: int = 0,
     steps: int | None = None,
     checkpoint_every: int = 2,
+    log_every: int = 1,
     config: str = DEFAULT_CONFIG,
     settings: tuple[str, ...] = DEFAULT_SETTINGS,
     env: dict[str, str] | None = None,
@@ -241,6 +243,8 @@ def run_faults(
       seed: seed of the kill plan.
       steps: train.num_steps; default 4 * kills + 8 (a kill rarely costs more than 4 steps).
       checkpoint_every: checkpoint.every_steps.
+      log_every: train.log_every_steps (1: every step's losses are compared; more: the
+        interval means, with saves inside intervals).
       config: the --config argument.
       settings: extra `key=value` config overrides (without '--config.').
       env: environment of the launched processes (os.environ when None).
@@ -251,10 +255,13 @@ def run_faults(
       check held.
     """
     directory = Path(directory)
+    for name in ("reference", "faulted"):
+        if (directory / name).exists():  # a finished run folder would only be "resumed"
+            raise FileExistsError(f"{directory / name} exists: give the harness a new folder")
     directory.mkdir(parents=True, exist_ok=True)
     steps = 4 * kills + 8 if steps is None else steps
     overrides = [f"train.num_steps={steps}", f"checkpoint.every_steps={checkpoint_every}",
-                 "train.log_every_steps=1", *settings]  # fmt: skip
+                 f"train.log_every_steps={log_every}", *settings]  # fmt: skip
     env = _child_env(env)
     began = time.monotonic()
 
@@ -287,11 +294,12 @@ def run_faults(
         if not record["sent"]:
             failures.append(f"launch {index} ended before its planned kill")
             break
-    summary = _summarize(records, reference_dir, faulted_dir, steps, reference_code, failures)
     final = checkpoint_audit.audit_checkpoints(faulted_dir / checkpoint.CHECKPOINT_DIR)
-    summary["final_checkpoints"] = dataclasses.asdict(final)
+    records[-1]["checkpoints"] = dataclasses.asdict(final)
+    summary = _summarize(records, reference_dir, faulted_dir, steps, reference_code, failures)
     summary.update(
         kills_planned=kills, seed=seed, steps=steps, checkpoint_every=checkpoint_every,
+        log_every=log_every,
         command=command, reference_seconds=round(reference_seconds, 1),
         total_seconds=round(time.monotonic() - began, 1), launches=records,
     )  # fmt: skip
@@ -301,11 +309,11 @@ def run_faults(
 
 def _describe(record: dict[str, Any]) -> str:
     kill = record["kill"]
-    during = "during a checkpoint write" if record.get("temporary_folders_at_kill") else ""
+    during = " during a checkpoint write" if record.get("temporary_folders_at_kill") else ""
     return (
         f"launch {record['launch']}: started at step {record['start']} "
         f"(expected {record['expected_start']}); {kill['signal']} at {kill['moment']} "
-        f"{record.get('seconds_after_launch')} s {during}-> exit {record['exit_code']}, "
+        f"{record.get('seconds_after_launch')} s{during} -> exit {record['exit_code']}, "
         f"complete checkpoints {record['checkpoints']['complete']}, "
         f"corrupt {len(record['checkpoints']['corrupt'])}"
     )
@@ -316,7 +324,8 @@ def _summarize(records, reference_dir, faulted_dir, steps, reference_code, failu
     killed = [r for r in records if r.get("sent")]
     relaunches = records[1:]
     resumed = [r for r in relaunches if r["start"] == r["expected_start"]]
-    corrupt = sum(len(r["checkpoints"]["corrupt"]) for r in killed)
+    # Audited after every kill and at the end.
+    corrupt = sum(len(r["checkpoints"]["corrupt"]) for r in [*killed, records[-1]])
     last = records[-1]
     finished = "kill" not in last and last.get("exit_code") == 0
     failures = list(failures)
@@ -355,6 +364,9 @@ def _summarize(records, reference_dir, faulted_dir, steps, reference_code, failu
         "kills": len(killed),
         "kills_by_signal": by_signal,
         "kills_during_checkpoint_write": sum(bool(r["temporary_folders_at_kill"]) for r in killed),
+        "sigterm_clean_exits": sum(
+            r["kill"]["signal"] == "SIGTERM" and r["exit_code"] == 0 for r in killed
+        ),
         "resumes": len(resumed),
         "relaunches": len(relaunches),
         "corrupt_checkpoints": corrupt,
@@ -373,6 +385,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"kills: {summary['kills']} (SIGKILL {by_signal['SIGKILL']}, SIGTERM "
         f"{by_signal['SIGTERM']}; {summary['kills_during_checkpoint_write']} during a "
         "checkpoint write)",
+        f"SIGTERM: {summary['sigterm_clean_exits']} of {by_signal['SIGTERM']} exited with 0 "
+        "(one before the loop installs its handler ends the process at once)",
         f"resumes: {summary['resumes']} of {summary['relaunches']}",
         f"corrupt checkpoints: {summary['corrupt_checkpoints']}",
         f"final state bit-identical: {yes_no[summary['final_state_bit_identical']]}",
@@ -390,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=None, help="default: 4 * kills + 8")
     parser.add_argument("--checkpoint-every", type=int, default=2)
+    parser.add_argument("--log-every", type=int, default=1)
     parser.add_argument("--config", default=DEFAULT_CONFIG)
     parser.add_argument(
         "--set",
@@ -403,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     absl_logging.set_verbosity(absl_logging.ERROR)
     summary = run_faults(
         args.workdir, kills=args.kills, seed=args.seed, steps=args.steps,
-        checkpoint_every=args.checkpoint_every, config=args.config,
+        checkpoint_every=args.checkpoint_every, log_every=args.log_every, config=args.config,
         settings=tuple(args.settings) if args.settings else DEFAULT_SETTINGS,
     )  # fmt: skip
     print(format_summary(summary), flush=True)
