@@ -324,8 +324,9 @@ def _summarize(records, reference_dir, faulted_dir, steps, reference_code, failu
     killed = [r for r in records if r.get("sent")]
     relaunches = records[1:]
     resumed = [r for r in relaunches if r["start"] == r["expected_start"]]
-    # Audited after every kill and at the end.
-    corrupt = sum(len(r["checkpoints"]["corrupt"]) for r in [*killed, records[-1]])
+    # Audited after every kill and at the end; a folder seen corrupt by several audits
+    # counts once.
+    corrupt = len({name for r in [*killed, records[-1]] for name, _ in r["checkpoints"]["corrupt"]})
     last = records[-1]
     finished = "kill" not in last and last.get("exit_code") == 0
     failures = list(failures)

@@ -16,6 +16,7 @@ the model or the optimizer (evaluation, `config.init_from`).
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,10 @@ CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
 STATE_ITEM = "state"
 UNLOGGED_ITEM = "unlogged_metrics"
+# orbax deletes an old step by renaming it in here; we remove it after the next save. orbax's
+# own deletion (rmtree in place) cut short by a kill left a half-removed folder under a step
+# name, which listed and restored as a corrupt checkpoint (found by tools/fault_injection.py).
+DELETING_DIR = ".deleting"
 VARIABLE_FIELDS = ("params", "batch_stats", "ema_params")
 
 
@@ -54,8 +59,26 @@ def make_checkpoint_manager(
         max_to_keep=int(checkpoint_config.max_to_keep),
         enable_async_checkpointing=bool(checkpoint_config.async_save),
         create=True,
+        todelete_subdir=DELETING_DIR,
     )
+    empty_deleted(directory)
     return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+
+
+def empty_deleted(directory: str | os.PathLike) -> None:
+    """Removes the old steps orbax moved into `directory`/.deleting (process 0 only).
+
+    The folder itself stays: orbax's background finalisation may be renaming into it. A kill
+    during this removal leaves debris only inside .deleting, removed next time.
+
+    Args:
+      directory: a checkpoints/ or best/ folder.
+    """
+    folder = Path(directory) / DELETING_DIR
+    if jax.process_index() != 0 or not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 def save_checkpoint(
@@ -88,6 +111,8 @@ def save_checkpoint(
         ]  # fmt: skip
         items[UNLOGGED_ITEM] = ocp.args.JsonSave(steps)
     manager.save(step, args=ocp.args.Composite(**items), force=True)
+    # save() returned once the previous save had finished, deletions included.
+    empty_deleted(manager.directory)
 
 
 def restore_unlogged_metrics(manager: ocp.CheckpointManager, step: int) -> list[dict[str, Any]]:
@@ -166,8 +191,9 @@ def restore_checkpoint(
 def make_best_manager(workdir: str | os.PathLike) -> ocp.CheckpointManager:
     """Manager of workdir/best: one step folder, the best evaluation's model variables."""
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=1, enable_async_checkpointing=False, create=True
+        max_to_keep=1, enable_async_checkpointing=False, create=True, todelete_subdir=DELETING_DIR
     )
+    empty_deleted(Path(workdir).absolute() / BEST_DIR)
     return ocp.CheckpointManager(
         Path(workdir).absolute() / BEST_DIR,
         options=options,
@@ -182,6 +208,7 @@ def save_best(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
         step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(variables)}), force=True
     )
     manager.wait_until_finished()
+    empty_deleted(manager.directory)
 
 
 def is_step_folder(path: str | os.PathLike) -> bool:

@@ -325,6 +325,7 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
         if saved != setup.total_steps:
             checkpoint.save_checkpoint(manager, setup.total_steps, state, iterator)
         manager.wait_until_finished()
+        checkpoint.empty_deleted(manager.directory)
         pbar.close()
         return evaluate(setup.total_steps)
     finally:
