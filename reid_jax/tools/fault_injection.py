@@ -62,8 +62,9 @@ POLL_SECONDS = 0.002
 class Kill:
     """One planned kill: the signal, the kind of moment, and which occurrence of it.
 
-    `count` is the n-th new checkpoint write ('checkpoint') or the n-th newly logged step
-    ('step'); `delay` is added after it (seconds; for 'startup', after the resume line).
+    `count` is the n-th new checkpoint write ('checkpoint') or the number of steps past the
+    start that must show in metrics.jsonl ('step'); `delay` is added after it (seconds; for
+    'startup', after the start line).
     """
 
     signal: str
@@ -145,18 +146,18 @@ class _Launch:
         self._seen_temporary |= self.temporary_folders() - self.old_temporary
         return len(self._seen_temporary)
 
-    def logged_steps_after(self, start: int) -> int:
-        """How many train steps after `start` metrics.jsonl holds."""
+    def steps_logged_after(self, start: int) -> int:
+        """How far past `start` the steps in metrics.jsonl reach (0 before the first line)."""
         path = self.workdir / run_logging.METRICS_FILE
         try:
             lines = path.read_text().splitlines()
         except FileNotFoundError:
             return 0
-        count = 0
-        for line in lines:
-            if '"train/loss"' in line and int(line.split('"step": ')[1].split(",")[0]) > start:
-                count += 1
-        return count
+        # A line may be read half-written; its step, written first, is whole once "loss" is.
+        steps = [
+            int(line.split('"step": ')[1].split(",")[0]) for line in lines if '"train/loss"' in line
+        ]
+        return max([0, *(step - start for step in steps)])
 
     def wait(self, timeout: float) -> int:
         """Waits for the process to exit (SIGKILL after `timeout`) and returns its code."""
@@ -187,7 +188,7 @@ def _inject(launch: _Launch, kill: Kill, start: int, timeout: float) -> dict[str
         reached = _wait_until(lambda: launch.checkpoint_writes_seen() >= kill.count,
                               launch, timeout)  # fmt: skip
     elif kill.moment == "step":
-        reached = _wait_until(lambda: launch.logged_steps_after(start) >= kill.count,
+        reached = _wait_until(lambda: launch.steps_logged_after(start) >= kill.count,
                               launch, timeout)  # fmt: skip
     else:
         reached = True
