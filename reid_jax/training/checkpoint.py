@@ -61,24 +61,28 @@ def make_checkpoint_manager(
         create=True,
         todelete_subdir=DELETING_DIR,
     )
-    empty_deleted(directory)
+    empty_deleted(directory, idle=True)
     return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
 
-def empty_deleted(directory: str | os.PathLike) -> None:
+def empty_deleted(directory: str | os.PathLike, *, idle: bool) -> None:
     """Removes the old steps orbax moved into `directory`/.deleting (process 0 only).
 
-    The folder itself stays: orbax's background finalisation may be renaming into it. A kill
-    during this removal leaves debris only inside .deleting, removed next time.
+    A kill during this removal leaves debris only inside .deleting, removed next time.
 
     Args:
       directory: a checkpoints/ or best/ folder.
+      idle: no save is in flight (manager not yet open, closed, or synchronous): .deleting
+        itself goes too. Otherwise it stays, as orbax's background finalisation may be
+        renaming a step into it.
     """
     folder = Path(directory) / DELETING_DIR
     if jax.process_index() != 0 or not folder.is_dir():
         return
     for entry in folder.iterdir():
         shutil.rmtree(entry, ignore_errors=True)
+    if idle:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def save_checkpoint(
@@ -112,7 +116,7 @@ def save_checkpoint(
         items[UNLOGGED_ITEM] = ocp.args.JsonSave(steps)
     manager.save(step, args=ocp.args.Composite(**items), force=True)
     # save() returned once the previous save had finished, deletions included.
-    empty_deleted(manager.directory)
+    empty_deleted(manager.directory, idle=False)
 
 
 def restore_unlogged_metrics(manager: ocp.CheckpointManager, step: int) -> list[dict[str, Any]]:
@@ -193,7 +197,7 @@ def make_best_manager(workdir: str | os.PathLike) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=1, enable_async_checkpointing=False, create=True, todelete_subdir=DELETING_DIR
     )
-    empty_deleted(Path(workdir).absolute() / BEST_DIR)
+    empty_deleted(Path(workdir).absolute() / BEST_DIR, idle=True)
     return ocp.CheckpointManager(
         Path(workdir).absolute() / BEST_DIR,
         options=options,
@@ -208,7 +212,7 @@ def save_best(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
         step, args=ocp.args.Composite(**{STATE_ITEM: ocp.args.StandardSave(variables)}), force=True
     )
     manager.wait_until_finished()
-    empty_deleted(manager.directory)
+    empty_deleted(manager.directory, idle=True)
 
 
 def is_step_folder(path: str | os.PathLike) -> bool:

@@ -171,6 +171,7 @@ def train_and_evaluate(
             return _train(setup, config, workdir, manager, start)
         finally:
             manager.close()
+            checkpoint.empty_deleted(manager.directory, idle=True)
 
 
 def _check_select_metric(task: Task, config: Any) -> None:
@@ -325,7 +326,6 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
         if saved != setup.total_steps:
             checkpoint.save_checkpoint(manager, setup.total_steps, state, iterator)
         manager.wait_until_finished()
-        checkpoint.empty_deleted(manager.directory)
         pbar.close()
         return evaluate(setup.total_steps)
     finally:
