@@ -3,7 +3,9 @@
 Each step folder is an orbax Composite with two items:
   state: the TrainState pytree (StandardSave / StandardRestore into sharded abstract targets);
   data:  the grain iterator state, one JSON file per process, so that a resumed run sees
-         exactly the batches the uninterrupted run would have seen.
+         exactly the batches the uninterrupted run would have seen;
+  unlogged_metrics: (JSON, when any) the per-step metrics of the log interval the save fell
+         into, so that a resumed run logs the same interval means as an uninterrupted one.
 `workdir/best/<step>/state` holds the model variables (params, batch_stats, ema_params) of the
 best evaluation so far (`eval.select_metric`); orbax writes it under a temporary name and
 renames it, and the previous best is deleted only after the new one is complete.
@@ -14,6 +16,7 @@ the model or the optimizer (evaluation, `config.init_from`).
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,11 @@ from jax.sharding import Sharding
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
 STATE_ITEM = "state"
+UNLOGGED_ITEM = "unlogged_metrics"
+# orbax deletes an old step by renaming it in here; we remove it after the next save. orbax's
+# own deletion (rmtree in place) cut short by a kill left a half-removed folder under a step
+# name, which listed and restored as a corrupt checkpoint (found by tools/fault_injection.py).
+DELETING_DIR = ".deleting"
 VARIABLE_FIELDS = ("params", "batch_stats", "ema_params")
 
 
@@ -74,16 +82,43 @@ def make_checkpoint_manager(
     handlers = {"state": ocp.StandardCheckpointHandler()}
     if with_data:
         handlers["data"] = grain.checkpoint.CheckpointHandler()
+        handlers[UNLOGGED_ITEM] = ocp.JsonCheckpointHandler()
     options = ocp.CheckpointManagerOptions(
         max_to_keep=int(checkpoint_config.max_to_keep),
         enable_async_checkpointing=bool(checkpoint_config.async_save),
         create=True,
+        todelete_subdir=DELETING_DIR,
     )
+    empty_deleted(directory, idle=True)
     return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
 
 
+def empty_deleted(directory: str | os.PathLike, *, idle: bool) -> None:
+    """Removes the old steps orbax moved into `directory`/.deleting (process 0 only).
+
+    A kill during this removal leaves debris only inside .deleting, removed next time.
+
+    Args:
+      directory: a checkpoints/ or best/ folder.
+      idle: no save is in flight (manager not yet open, closed, or synchronous): .deleting
+        itself goes too. Otherwise it stays, as orbax's background finalisation may be
+        renaming a step into it.
+    """
+    folder = Path(directory) / DELETING_DIR
+    if jax.process_index() != 0 or not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        shutil.rmtree(entry, ignore_errors=True)
+    if idle:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def save_checkpoint(
-    manager: ocp.CheckpointManager, step: int, state: Any, data_iterator: Any | None
+    manager: ocp.CheckpointManager,
+    step: int,
+    state: Any,
+    data_iterator: Any | None,
+    unlogged_metrics: list[dict[str, Any]] | None = None,
 ) -> None:
     """Saves the state (and the data iterator position) as checkpoint `step`.
 
@@ -92,14 +127,27 @@ def save_checkpoint(
       step: the number of optimizer steps the state has taken.
       state: TrainState (global jax arrays).
       data_iterator: the grain iterator the run is reading, or None to skip the data item.
+      unlogged_metrics: host metrics (name -> NumPy scalar) of the steps since the last log
+        line, oldest first; saved with their dtypes when not empty.
     """
     items = {"state": ocp.args.StandardSave(state)}
     if data_iterator is not None:
         items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    if unlogged_metrics:
+        # float() of a float32 is exact and JSON keeps a float64 exactly: with the dtype,
+        # the restored values are the same bits.
+        steps = [
+            {name: [np.asarray(value).item(), str(np.asarray(value).dtype)]
+             for name, value in metrics.items()}
+            for metrics in unlogged_metrics
+        ]  # fmt: skip
+        items[UNLOGGED_ITEM] = ocp.args.JsonSave(steps)
     try:
         manager.save(step, args=ocp.args.Composite(**items), force=True)
     except WRITE_ERRORS as error:  # with async saves, possibly the previous save's failure
         raise _write_failure(manager, step, error) from error
+    # save() returned once the previous save had finished, deletions included.
+    empty_deleted(manager.directory, idle=False)
 
 
 def wait_for_saves(manager: ocp.CheckpointManager, step: int) -> None:
@@ -121,6 +169,28 @@ def close_after_error(manager: ocp.CheckpointManager) -> None:
         manager.close()
     except Exception as error:  # the error being raised already says what went wrong
         logging.warning("closing %s after an error: %s", manager.directory, error)
+
+
+def restore_unlogged_metrics(manager: ocp.CheckpointManager, step: int) -> list[dict[str, Any]]:
+    """The metrics `save_checkpoint` kept of the steps after the last log line of `step`.
+
+    Args:
+      manager: from `make_checkpoint_manager` (with the data item).
+      step: the checkpoint.
+
+    Returns:
+      One dict per step (name -> NumPy scalar of the saved dtype), oldest first; [] when the
+      checkpoint has none (it was saved at a log step, or by an older version).
+    """
+    if not (manager.directory / str(step) / UNLOGGED_ITEM).is_dir():
+        return []
+    restored = manager.restore(
+        step, args=ocp.args.Composite(**{UNLOGGED_ITEM: ocp.args.JsonRestore()})
+    )
+    return [
+        {name: np.asarray(value, dtype=dtype) for name, (value, dtype) in metrics.items()}
+        for metrics in restored[UNLOGGED_ITEM]
+    ]
 
 
 def abstract_state(state_shapes: Any, sharding: Sharding | Any) -> Any:
@@ -177,8 +247,9 @@ def restore_checkpoint(
 def make_best_manager(workdir: str | os.PathLike) -> ocp.CheckpointManager:
     """Manager of workdir/best: one step folder, the best evaluation's model variables."""
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=1, enable_async_checkpointing=False, create=True
+        max_to_keep=1, enable_async_checkpointing=False, create=True, todelete_subdir=DELETING_DIR
     )
+    empty_deleted(Path(workdir).absolute() / BEST_DIR, idle=True)
     return ocp.CheckpointManager(
         Path(workdir).absolute() / BEST_DIR,
         options=options,
@@ -198,6 +269,7 @@ def save_best(manager: ocp.CheckpointManager, step: int, state: Any) -> None:
         manager.wait_until_finished()
     except WRITE_ERRORS as error:
         raise _write_failure(manager, step, error) from error
+    empty_deleted(manager.directory, idle=True)
 
 
 def is_step_folder(path: str | os.PathLike) -> bool:

@@ -178,6 +178,7 @@ def train_and_evaluate(
             checkpoint.close_after_error(manager)
             raise
         manager.close()
+        checkpoint.empty_deleted(manager.directory, idle=True)
         return result
 
 
@@ -193,25 +194,38 @@ def _check_select_metric(task: Task, config: Any) -> None:
             )
 
 
+def _drop_records_after(step: int, workdir: Path, select_metric: str, best_manager) -> None:
+    """Removes what an earlier process logged or saved after `step`, the state the run
+    continues from (metrics lines, evaluations, best/ checkpoints)."""
+    if jax.process_index() == 0:
+        run_logging.truncate_metrics(workdir, step)
+        run_folder.truncate_history(workdir, step, select_metric)
+    if best_manager is not None:  # every process: orbax deletes behind a global barrier
+        for stale in [s for s in best_manager.all_steps() if s > step]:
+            best_manager.delete(stale)
+
+
 def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
     is_main = jax.process_index() == 0
     iterator = iter(setup.loader)
     select_metric = config.eval.select_metric
     best_manager = checkpoint.make_best_manager(workdir) if select_metric else None
     if start is None:
-        start = 0
         variables, report = initial_variables(setup, config)
         if report is not None and is_main:
             print(report.summary(), flush=True)
         state = setup.make_state(variables)
+        unlogged = []
     else:
         state = checkpoint.restore_checkpoint(manager, setup.target, iterator, start)
-        if is_main:
-            run_logging.truncate_metrics(workdir, start)
-            run_folder.truncate_history(workdir, start, select_metric)
-        if best_manager is not None:  # every process: orbax deletes behind a global barrier
-            for stale in [s for s in best_manager.all_steps() if s > start]:
-                best_manager.delete(stale)
+        unlogged = checkpoint.restore_unlogged_metrics(manager, start)
+    # Also for a new run: one killed before its first checkpoint completed left metrics
+    # lines (and maybe evaluations) that this run is about to write again.
+    _drop_records_after(start or 0, workdir, select_metric, best_manager)
+    if start is None:
+        start = 0
+        logging.info("new run: %d steps", setup.total_steps)
+    else:  # logged after the clean-up: watchers (tools/fault_injection.py) rely on it
         logging.info("resumed from step %d of %d", start, setup.total_steps)
     # Made by a jitted function: device_put of a process-local key onto a mesh that spans
     # several processes is an error; a replicated jit output is fine everywhere.
@@ -234,7 +248,8 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
     )
     writer = run_logging.MetricWriter(workdir, enabled=is_main)
     eval_every = int(config.eval.every_epochs) * setup.info.steps_per_epoch
-    pending, saved, log_due, stopped = [], start, None, False
+    # The interval a resumed checkpoint fell into continues with its saved host metrics.
+    pending, saved, log_due, stopped = list(unlogged), start, None, False
     tick, timed_images = time.perf_counter(), 0
     pbar = tqdm(
         total=setup.total_steps,
@@ -299,9 +314,11 @@ def _train(setup, config, workdir, manager, start) -> dict[str, Any]:
                     else:
                         log_due = step
                 elif save or evaluate_now:
-                    _check_finite(pending, step)  # never save or evaluate a non-finite state
+                    # Never save or evaluate a non-finite state; the fetched metrics go into
+                    # the checkpoint, so a resume logs this interval's mean unchanged.
+                    pending = _check_finite(pending, step)
                 if save:
-                    checkpoint.save_checkpoint(manager, step, state, iterator)
+                    checkpoint.save_checkpoint(manager, step, state, iterator, pending)
                     saved = step
                 if stop.requested:
                     checkpoint.wait_for_saves(manager, step)

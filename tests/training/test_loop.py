@@ -95,6 +95,61 @@ def test_resume_after_crash_replays_exactly(uninterrupted, tmp_path, monkeypatch
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["last"]["step"] == 12
 
 
+def test_rerun_after_a_crash_before_the_first_checkpoint_logs_each_step_once(
+    uninterrupted, tmp_path, monkeypatch
+):
+    """A run killed before its first checkpoint completed starts anew; the lines the dead
+    process logged must not stay in front of the new run's (found by fault injection)."""
+    reference_dir, _ = uninterrupted
+    real = sharding.host_batch_to_global
+    calls = []
+
+    def crash_on_third_batch(batch, mesh):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("simulated crash")
+        return real(batch, mesh)
+
+    monkeypatch.setattr(sharding, "host_batch_to_global", crash_on_third_batch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        loop.train_and_evaluate(toy.toy_config(), tmp_path, task=toy)
+    assert sorted(_losses(tmp_path)) == [1]  # logged, but the first checkpoint (4) never came
+    monkeypatch.setattr(sharding, "host_batch_to_global", real)
+    loop.train_and_evaluate(toy.toy_config(), tmp_path, task=toy)
+    steps = [r["step"] for r in _metrics(tmp_path) if "train/loss" in r]
+    assert steps == list(range(1, 13))
+    assert _losses(tmp_path) == _losses(reference_dir)
+
+
+def test_a_resume_inside_a_log_interval_logs_the_same_means(tmp_path, monkeypatch):
+    """Checkpoint 4 falls inside the interval 4-6 (log every 3 steps): the resumed run's line
+    for step 6 must average steps 4, 5 and 6 as the uninterrupted run's does, bit for bit."""
+    config = toy.toy_config()
+    config.train.log_every_steps = 3
+    loop.train_and_evaluate(config, tmp_path / "reference", task=toy)
+    real = sharding.host_batch_to_global
+    calls = []
+
+    def crash_on_sixth_batch(batch, mesh):
+        calls.append(1)
+        if len(calls) == 6:
+            raise RuntimeError("simulated crash")
+        return real(batch, mesh)
+
+    monkeypatch.setattr(sharding, "host_batch_to_global", crash_on_sixth_batch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        loop.train_and_evaluate(config, tmp_path / "resumed", task=toy)
+    monkeypatch.setattr(sharding, "host_batch_to_global", real)
+    loop.train_and_evaluate(config, tmp_path / "resumed", task=toy)
+    want = _metrics(tmp_path / "reference")
+    got = _metrics(tmp_path / "resumed")
+    for records in (want, got):
+        for record in records:
+            record.pop("train/images_per_second", None)
+    assert [r["step"] for r in got if "train/loss" in r] == [3, 6, 9, 12]
+    assert got == want
+
+
 def test_logging_fetches_an_interval_only_after_the_next_step_is_queued(tmp_path, monkeypatch):
     """The device is never left idle by a log: the metrics of step s are fetched after step
     s + 1's batch went to the device, except where the state must be known (a checkpoint,
