@@ -119,6 +119,13 @@ def lstm_recurrence(
     return _recurrence_forward(inputs, input_kernel, recurrent_kernel, longest)[0]
 
 
+# Steps per chunk of the backward pass: the weight gradients are accumulated once per chunk
+# with a matmul over its C x B rows, instead of rewriting the [2, H, 4H] accumulators at every
+# step (at H = 2048 that was ~0.3 GB of memory traffic per step); whole chunks past the longest
+# sequence are skipped.
+BACKWARD_CHUNK = 8
+
+
 def _recurrence_backward(residuals, output_cotangents):
     inputs, input_kernel, recurrent_kernel, longest, outputs, pre_activations, cells = residuals
     num_steps, _, batch, embed_dim = inputs.shape
@@ -129,8 +136,8 @@ def _recurrence_backward(residuals, output_cotangents):
     previous_outputs = jnp.concatenate([zero_state.astype(dtype), outputs[:-1]])
 
     def cell(carry, scanned):
-        dh, dc, d_input_kernel, d_recurrent_kernel = carry
-        _, g_out, z, c, c_prev, h_prev, x_t = scanned
+        dh, dc = carry
+        _, g_out, z, c, c_prev = scanned
         i, f, g, o = _gates(z)
         dh = dh + g_out.astype(jnp.float32)
         tanh_c = jnp.tanh(c)
@@ -145,25 +152,57 @@ def _recurrence_backward(residuals, output_cotangents):
             ],
             axis=-1,
         ).astype(dtype)
-        d_input_kernel = d_input_kernel + jnp.einsum(
-            "nbe,nbg->neg", x_t, dz, preferred_element_type=jnp.float32
-        )
-        d_recurrent_kernel = d_recurrent_kernel + jnp.einsum(
-            "nbh,nbg->nhg", h_prev, dz, preferred_element_type=jnp.float32
-        )
         dh_prev = jnp.einsum(
             "nbg,nhg->nbh", dz, recurrent_kernel, preferred_element_type=jnp.float32
         )
-        dx = jnp.einsum("nbg,neg->nbe", dz, input_kernel, preferred_element_type=jnp.float32)
-        return (dh_prev, dc * f, d_input_kernel, d_recurrent_kernel), dx.astype(dtype)
+        return (dh_prev, dc * f), dz
 
     def padding(carry, scanned):
         del scanned
-        return carry, jnp.zeros((2, batch, embed_dim), dtype)
+        return carry, jnp.zeros((2, batch, 4 * hidden), dtype)
 
     def step(carry, scanned):
         return jax.lax.cond(scanned[0] < longest, cell, padding, carry, scanned)
 
+    def chunk(carry, scanned):
+        (dh, dc, d_input_kernel, d_recurrent_kernel), per_step = carry, scanned
+        (dh, dc), dz = jax.lax.scan(step, (dh, dc), per_step[:5], reverse=True)  # [C, 2, B, 4H]
+        h_prev, x = per_step[5], per_step[6]
+        d_input_kernel = d_input_kernel + jnp.einsum(
+            "cnbe,cnbg->neg", x, dz, preferred_element_type=jnp.float32
+        )
+        d_recurrent_kernel = d_recurrent_kernel + jnp.einsum(
+            "cnbh,cnbg->nhg", h_prev, dz, preferred_element_type=jnp.float32
+        )
+        dx = jnp.einsum("cnbg,neg->cnbe", dz, input_kernel, preferred_element_type=jnp.float32)
+        return (dh, dc, d_input_kernel, d_recurrent_kernel), dx.astype(dtype)
+
+    def skipped_chunk(carry, scanned):
+        return carry, jnp.zeros(scanned[6].shape, dtype)
+
+    def chunk_step(carry, scanned):
+        first_step = scanned[0][0]
+        return jax.lax.cond(first_step < longest, chunk, skipped_chunk, carry, scanned)
+
+    chunks = -(-num_steps // BACKWARD_CHUNK)
+    padded = chunks * BACKWARD_CHUNK
+
+    def by_chunk(x):  # [T, ...] -> [chunks, C, ...], padded at the end (steps >= T are skipped)
+        x = jnp.pad(x, [(0, padded - num_steps)] + [(0, 0)] * (x.ndim - 1))
+        return x.reshape((chunks, BACKWARD_CHUNK) + x.shape[1:])
+
+    scanned = tuple(
+        by_chunk(x)
+        for x in (
+            jnp.arange(num_steps, dtype=jnp.int32),
+            output_cotangents,
+            pre_activations,
+            cells,
+            previous_cells,
+            previous_outputs,
+            inputs,
+        )
+    )
     zeros = jnp.zeros((2, batch, hidden), jnp.float32)
     carry = (
         zeros,
@@ -171,20 +210,11 @@ def _recurrence_backward(residuals, output_cotangents):
         jnp.zeros(input_kernel.shape, jnp.float32),
         jnp.zeros(recurrent_kernel.shape, jnp.float32),
     )
-    scanned = (
-        jnp.arange(num_steps, dtype=jnp.int32),
-        output_cotangents,
-        pre_activations,
-        cells,
-        previous_cells,
-        previous_outputs,
-        inputs,
-    )
     (_, _, d_input_kernel, d_recurrent_kernel), d_inputs = jax.lax.scan(
-        step, carry, scanned, reverse=True
+        chunk_step, carry, scanned, reverse=True
     )
     return (
-        d_inputs,
+        d_inputs.reshape((padded,) + inputs.shape[1:])[:num_steps],
         d_input_kernel.astype(input_kernel.dtype),
         d_recurrent_kernel.astype(recurrent_kernel.dtype),
         None,
