@@ -284,12 +284,12 @@ FULL_DISK_SCRIPT = textwrap.dedent("""
     from reid_jax.training import checkpoint, loop
     real_save = checkpoint.save_checkpoint
 
-    def save(manager, step, state, iterator):
+    def save(manager, step, state, iterator, *args, **kwargs):
         if step == 8:  # checkpoint 4 is complete; from now on the disk takes no more bytes
             manager.wait_until_finished()
             hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
             resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))
-        real_save(manager, step, state, iterator)
+        real_save(manager, step, state, iterator, *args, **kwargs)
 
     checkpoint.save_checkpoint = save
     config = toy.toy_config()
