@@ -25,6 +25,7 @@ import importlib.util
 import json
 import time
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -132,6 +133,47 @@ def make_init(config, num_classes: int, mesh: jax.sharding.Mesh):
     )
 
 
+class CompiledStep(NamedTuple):
+    """The compiled train step and what it runs on (from `compile_step`)."""
+
+    compiled: Any
+    state: Any
+    batch: dict[str, jax.Array]
+    key: jax.Array
+    num_params: int
+    init_seconds: float
+    compile_seconds: float
+
+
+def compile_step(
+    config, num_classes: int, host_batch: dict[str, np.ndarray], *, compiler_options, init=None
+) -> CompiledStep:
+    """Initialises the state and compiles the loop's SSAN train step for `host_batch`.
+
+    Args:
+      config: from `load_config`.
+      num_classes: C, the size of the ID classifiers.
+      host_batch: this process's share of one batch (NumPy, the loader's fields).
+      compiler_options: XLA options for the step (`ssan.compiler_options(config)` or None).
+      init: `make_init`'s function to reuse; None builds one.
+    """
+    mesh = sharding.make_mesh(config.mesh)
+    info, model, tx, schedule = step_parts(config, num_classes)
+    init = init or make_init(config, num_classes, mesh)
+    start = time.perf_counter()
+    state = jax.block_until_ready(init(jax.random.key(0)))
+    init_seconds = time.perf_counter() - start
+    num_params = sum(x.size for x in jax.tree.leaves(state.params))
+    step_timing.progress(f"initialised {num_params / 1e6:.1f} M parameters in {init_seconds:.1f} s")
+    step = run_setup.make_train_step(ssan, model, tx, config, info, mesh, schedule)
+    batch = sharding.host_batch_to_global(host_batch, mesh)
+    key = step_timing.replicated_key(1, mesh)
+    start = time.perf_counter()
+    compiled = step.lower(state, batch, key).compile(compiler_options=compiler_options)
+    compile_seconds = time.perf_counter() - start
+    return CompiledStep(compiled, state, batch, key, num_params, init_seconds, compile_seconds)
+
+
 def measure(
     config,
     *,
@@ -160,25 +202,15 @@ def measure(
       The result fields (JSON-serialisable), see the module docstring.
     """
     batch_size = config.train.batch_size
-    mesh = sharding.make_mesh(config.mesh)
-    info, model, tx, schedule = step_parts(config, num_classes)
-    init = init or make_init(config, num_classes, mesh)
-    start = time.perf_counter()
-    state = jax.block_until_ready(init(jax.random.key(0)))
-    init_seconds = time.perf_counter() - start
-    num_params = sum(x.size for x in jax.tree.leaves(state.params))
-    step = run_setup.make_train_step(ssan, model, tx, config, info, mesh, schedule)
-    step_timing.progress(f"initialised {num_params / 1e6:.1f} M parameters in {init_seconds:.1f} s")
     # This process's share of the global batch (all of it with one process).
     host_batch = random_batch(
         config, batch_size // jax.process_count(), num_classes, np.random.default_rng(0)
     )
-    batch = sharding.host_batch_to_global(host_batch, mesh)
-    key = step_timing.replicated_key(1, mesh)
-    start = time.perf_counter()
     options = ssan.compiler_options(config) if cpu_remat_options else None
-    compiled = step.lower(state, batch, key).compile(compiler_options=options)
-    compile_seconds = time.perf_counter() - start
+    prepared = compile_step(config, num_classes, host_batch, compiler_options=options, init=init)
+    compiled, state, batch, key = prepared.compiled, prepared.state, prepared.batch, prepared.key
+    num_params, init_seconds = prepared.num_params, prepared.init_seconds
+    compile_seconds = prepared.compile_seconds
     xla_flops = step_timing.xla_flops(compiled)
     flops = xla_flops + recurrent_flops_not_counted(config, batch_size)
     temp_gib, argument_gib = step_timing.memory_gib(compiled)

@@ -38,8 +38,6 @@ import jax
 import numpy as np
 
 from benchmarks import ssan_train_step, step_timing
-from reid_jax import sharding
-from reid_jax.training import run_setup
 from reid_jax.training.tasks import ssan
 
 NUM_CLASSES = 11000
@@ -146,7 +144,7 @@ def official_step(official_src: str, batch: dict[str, np.ndarray]):
         total = id_loss + ranking
         total.backward()
         optimizer.step()
-        return float(total)
+        return total.item()
 
     params = sum(p.numel() for p in network.parameters()) + sum(
         p.numel() for loss in (id_global, id_local, id_non_local) for p in loss.parameters()
@@ -155,31 +153,19 @@ def official_step(official_src: str, batch: dict[str, np.ndarray]):
 
 
 def jax_step(batch: dict[str, np.ndarray], remat: str | None):
-    """Compiles the loop's SSAN step at the batch's size; returns (step function, info)."""
-    batch_size = len(batch["label"])
-    config = ssan_train_step.load_config("cuhk_pedes", batch_size=batch_size, remat=remat)
-    mesh = sharding.make_mesh(config.mesh)
-    info, model, tx, schedule = ssan_train_step.step_parts(config, NUM_CLASSES)
-    init = ssan_train_step.make_init(config, NUM_CLASSES, mesh)
-    state = jax.block_until_ready(init(jax.random.key(0)))
-    step = run_setup.make_train_step(ssan, model, tx, config, info, mesh, schedule)
-    device_batch = sharding.host_batch_to_global(batch, mesh)
-    key = step_timing.replicated_key(1, mesh)
-    start = time.perf_counter()
-    compiled = step.lower(state, device_batch, key).compile(
-        compiler_options=ssan.compiler_options(config)
+    """Compiles the loop's SSAN step at the batch's size; returns (step function, info, params)."""
+    config = ssan_train_step.load_config("cuhk_pedes", batch_size=len(batch["label"]), remat=remat)
+    prepared = ssan_train_step.compile_step(
+        config, NUM_CLASSES, batch, compiler_options=ssan.compiler_options(config)
     )
-    compile_seconds = time.perf_counter() - start
-    holder = {"state": state}
+    holder = {"state": prepared.state}
 
-    def run() -> float:
-        new_state, metrics = compiled(holder["state"], device_batch, key)
-        jax.block_until_ready(new_state)
-        holder["state"] = new_state
-        return float(metrics["loss"]) if "loss" in metrics else float("nan")
+    def run() -> None:
+        holder["state"], _ = prepared.compiled(holder["state"], prepared.batch, prepared.key)
+        jax.block_until_ready(holder["state"])
 
-    params = sum(x.size for x in jax.tree.leaves(state.params))
-    return run, {"remat": config.model.remat, "compile_seconds": round(compile_seconds, 1)}, params
+    info = {"remat": config.model.remat, "compile_seconds": round(prepared.compile_seconds, 1)}
+    return run, info, prepared.num_params
 
 
 def timed(step) -> float:
