@@ -245,9 +245,9 @@ def measure(
     )
     key = step_timing.replicated_key(1, mesh)
     start = time.perf_counter()
-    compiled = step.lower(state, batch, key).compile()  # jit carries aptm.compiler_options
+    compiled = step.lower(state, batch, key).compile()  # jit carries xla_options.train_step_options
     compile_seconds = time.perf_counter() - start
-    options = aptm.compiler_options(config)
+    options = xla_options.train_step_options(aptm, config)
     flops = step_timing.xla_flops(compiled)
     loops, rng_loops = step_timing.while_loops(compiled)
     temp_gib, argument_gib = step_timing.memory_gib(compiled)

@@ -154,7 +154,8 @@ def compile_step(
       config: from `load_config`.
       num_classes: C, the size of the ID classifiers.
       host_batch: this process's share of one batch (NumPy, the loader's fields).
-      compiler_options: XLA options for the step (`ssan.compiler_options(config)` or None).
+      compiler_options: XLA options for the step (`xla_options.train_step_options`); they add
+        to those `make_train_step` already jits with.
       init: `make_init`'s function to reuse; None builds one.
     """
     mesh = sharding.make_mesh(config.mesh)
@@ -206,7 +207,7 @@ def measure(
     host_batch = random_batch(
         config, batch_size // jax.process_count(), num_classes, np.random.default_rng(0)
     )
-    options = ssan.compiler_options(config) if cpu_remat_options else None
+    options = xla_options.train_step_options(ssan, config) if cpu_remat_options else None
     prepared = compile_step(config, num_classes, host_batch, compiler_options=options, init=init)
     compiled, state, batch, key = prepared.compiled, prepared.state, prepared.batch, prepared.key
     num_params, init_seconds = prepared.num_params, prepared.init_seconds

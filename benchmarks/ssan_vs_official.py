@@ -38,6 +38,7 @@ import jax
 import numpy as np
 
 from benchmarks import ssan_train_step, step_timing
+from reid_jax.training import xla_options
 from reid_jax.training.tasks import ssan
 
 NUM_CLASSES = 11000
@@ -156,7 +157,7 @@ def jax_step(batch: dict[str, np.ndarray], remat: str | None):
     """Compiles the loop's SSAN step at the batch's size; returns (step function, info, params)."""
     config = ssan_train_step.load_config("cuhk_pedes", batch_size=len(batch["label"]), remat=remat)
     prepared = ssan_train_step.compile_step(
-        config, NUM_CLASSES, batch, compiler_options=ssan.compiler_options(config)
+        config, NUM_CLASSES, batch, compiler_options=xla_options.train_step_options(ssan, config)
     )
     holder = {"state": prepared.state}
 

@@ -19,7 +19,7 @@ from absl import logging
 
 from reid_jax import config_lib, sharding
 from reid_jax.data import bad_images, device_images
-from reid_jax.training import checkpoint, init_from, optim, run_folder
+from reid_jax.training import checkpoint, init_from, optim, run_folder, xla_options
 from reid_jax.training import logging as run_logging
 from reid_jax.training import step as step_lib
 from reid_jax.training.state import TrainState, create_train_state
@@ -267,14 +267,12 @@ def make_train_step(
 
     replicated = sharding.replicated(mesh)
     state_sharding = replicated if state_sharding is None else state_sharding
-    # Optional task hook: XLA options the step needs (e.g. for remat to save memory on CPU).
-    task_compiler_options = getattr(task, "compiler_options", None)
     return jax.jit(
         step,
         in_shardings=(state_sharding, batch_sharding, replicated),
         out_shardings=(state_sharding, replicated),
         donate_argnums=0,
-        compiler_options=task_compiler_options(config) if task_compiler_options else None,
+        compiler_options=xla_options.train_step_options(task, config),
     )
 
 

@@ -15,6 +15,7 @@ from reid_jax import config_lib
 from reid_jax.models.backbones import resnet
 from reid_jax.models.backbones.resnet import ResNet
 from reid_jax.models.ssan.model import SsanModel
+from reid_jax.training import xla_options
 from reid_jax.training.tasks import ssan
 from reid_jax.training.tasks.base import TrainDataInfo
 
@@ -32,7 +33,7 @@ TINY = dict(
     backbone_width=0.0625,
     last_stride=1,
 )
-CPU_OPTIONS = dict(ssan.REMAT_CPU_COMPILER_OPTIONS)
+CPU_OPTIONS = dict(xla_options.CPU_REMAT_OPTIONS)
 
 
 def shapes(tree):
@@ -207,7 +208,7 @@ def test_compiler_options_only_for_remat_on_cpu():
     options = ssan.compiler_options(_model_config("all"), backend="cpu")
     assert options == {"xla_disable_hlo_passes": "cse_barrier_expander"}
     options["extra"] = "x"  # a copy: callers may extend it
-    assert ssan.REMAT_CPU_COMPILER_OPTIONS == CPU_OPTIONS
+    assert xla_options.CPU_REMAT_OPTIONS == CPU_OPTIONS
 
 
 def test_unknown_policy_names_the_config_field():

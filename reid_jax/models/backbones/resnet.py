@@ -26,7 +26,7 @@ backward pass and each block's inside is recomputed, i.e. one more trunk forward
 batch 64, 384 x 128: 1.49 -> 1.96 TFLOP and 7.75 -> 2.43 GiB of XLA temporaries for the trunk's
 gradient). The lifted function creates the block under the same name, so parameter paths,
 outputs and gradients are unchanged. XLA:CPU drops remat's optimization barriers and merges the
-recomputation back unless the jit gets ``tasks.ssan.REMAT_CPU_COMPILER_OPTIONS``.
+recomputation back unless the jit gets ``training.xla_options.CPU_REMAT_OPTIONS``.
 """
 
 import functools
@@ -35,6 +35,8 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from reid_jax.models.backbones import pointwise_conv
 
 # torchvision ``kaiming_normal_(mode="fan_out", nonlinearity="relu")``: N(0, 2 / (O * kh * kw)).
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -96,6 +98,7 @@ def _conv(features: int, size: int, stride: int, dtype: Any, name: str) -> nn.Co
         use_bias=False,
         kernel_init=conv_kernel_init,
         dtype=dtype,
+        conv_general_dilated=pointwise_conv.conv_general_dilated,
         name=name,
     )
 

@@ -36,6 +36,7 @@ from reid_jax.data import aptm_attribute_images, aptm_examples, pipeline
 from reid_jax.losses.contrastive import combine_objectives
 from reid_jax.models.aptm.model import AptmModel
 from reid_jax.text.wordpiece import WordPieceTokenizer, load_vocab_file
+from reid_jax.training import xla_options
 from reid_jax.training.tasks import aptm_eval, aptm_loss
 from reid_jax.training.tasks.aptm_export import (  # noqa: F401 (the task's bundle hooks)
     export_encoders,
@@ -308,12 +309,10 @@ def load_pretrained(variables: dict[str, Any], config: Any) -> tuple[dict[str, A
 # REMAT on XLA:CPU needs the barrier pass skipped to save memory (see tasks/ssan.py).
 def compiler_options(config: Any, backend: str | None = None) -> dict[str, str] | None:
     """XLA options for `model.remat` on CPU (as SSAN), else None."""
-    from reid_jax.training.tasks.ssan import REMAT_CPU_COMPILER_OPTIONS
-
     backend = backend or jax.default_backend()
     if not config.model.remat or backend != "cpu":
         return None
-    return dict(REMAT_CPU_COMPILER_OPTIONS)
+    return dict(xla_options.CPU_REMAT_OPTIONS)
 
 
 def loss_fn(

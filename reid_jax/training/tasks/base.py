@@ -21,8 +21,9 @@ Call order in a run:
   5. `evaluate(model, variables, config, workdir, mesh=, info=)` -> nested metrics dict
      (all processes call it; only process 0 may write files, under workdir/eval/).
 
-Optional: `compiler_options(config)` -> dict of XLA options for the jitted train step, or None
-(SSAN uses it so that rematerialisation saves memory on XLA:CPU); `selectable_metrics(config)`
+Optional: `compiler_options(config, backend)` -> dict of XLA options for the jitted train step,
+or None (SSAN uses it so that rematerialisation saves memory on XLA:CPU; `xla_options` adds
+the platform's own); `selectable_metrics(config)`
 -> the metric paths `evaluate` reports, so a wrong `eval.select_metric` fails before training.
 """
 

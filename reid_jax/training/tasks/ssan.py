@@ -32,6 +32,7 @@ from reid_jax.losses.classification import part_identity_loss, softmax_cross_ent
 from reid_jax.losses.ranking import compound_ranking_loss
 from reid_jax.models.ssan.model import REMAT_POLICIES, SsanModel
 from reid_jax.text.vocab import Vocabulary
+from reid_jax.training import xla_options
 from reid_jax.training.tasks import ssan_eval
 from reid_jax.training.tasks.base import TrainDataInfo
 from reid_jax.training.tasks.ssan_eval import LEVELS
@@ -150,12 +151,6 @@ def create_model(config: Any, info: TrainDataInfo) -> SsanModel:
     )
 
 
-# XLA:CPU expands jax.checkpoint's optimization barriers early ('cse_barrier_expander') and
-# CSE then merges the recomputation back into the forward pass, so remat outside a scan
-# saves nothing on CPU (measured: the ResNet-50 step even grows) unless that pass is skipped.
-REMAT_CPU_COMPILER_OPTIONS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
-
-
 def compiler_options(config: Any, backend: str | None = None) -> dict[str, str] | None:
     """XLA options the jitted train step needs for `config.model.remat` to save memory.
 
@@ -164,13 +159,13 @@ def compiler_options(config: Any, backend: str | None = None) -> dict[str, str] 
       backend: platform the step compiles for; `jax.default_backend()` when None.
 
     Returns:
-      `REMAT_CPU_COMPILER_OPTIONS` (a copy) for remat != 'none' on 'cpu', else None; pass it
-      as `jax.jit(..., compiler_options=...)` or `lowered.compile(compiler_options=...)`.
+      `xla_options.CPU_REMAT_OPTIONS` (a copy) for remat != 'none' on 'cpu', else None;
+      `xla_options.train_step_options` adds the platform's own options.
     """
     backend = backend or jax.default_backend()
     if config.model.remat == "none" or backend != "cpu":
         return None
-    return dict(REMAT_CPU_COMPILER_OPTIONS)
+    return dict(xla_options.CPU_REMAT_OPTIONS)
 
 
 def init_variables(model: nn.Module, rng: jax.Array, config: Any) -> dict[str, Any]:
