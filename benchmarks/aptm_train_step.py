@@ -42,7 +42,7 @@ from absl import app, flags
 from benchmarks import step_timing
 from reid_jax import config_lib, sharding
 from reid_jax.text import masking
-from reid_jax.training import optim, run_setup
+from reid_jax.training import optim, run_setup, xla_options
 from reid_jax.training.state import create_train_state
 from reid_jax.training.tasks import aptm
 from reid_jax.training.tasks.base import TrainDataInfo
@@ -245,7 +245,7 @@ def measure(
     )
     key = step_timing.replicated_key(1, mesh)
     start = time.perf_counter()
-    compiled = step.lower(state, batch, key).compile()  # jit carries xla_options.train_step_options
+    compiled = step.lower(state, batch, key).compile()  # the jit carries the step options
     compile_seconds = time.perf_counter() - start
     options = xla_options.train_step_options(aptm, config)
     flops = step_timing.xla_flops(compiled)

@@ -34,7 +34,7 @@ from absl import app, flags
 from benchmarks import step_timing
 from reid_jax import sharding
 from reid_jax.models.ssan.model import REMAT_POLICIES
-from reid_jax.training import optim, run_setup
+from reid_jax.training import optim, run_setup, xla_options
 from reid_jax.training.state import create_train_state
 from reid_jax.training.tasks import ssan
 from reid_jax.training.tasks.base import TrainDataInfo
