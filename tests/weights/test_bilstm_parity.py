@@ -4,6 +4,7 @@ the official SSAN LSTM names (the converter's layout: transposes, direction stac
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import torch
 from torch_helpers import variable_shapes
 
@@ -51,16 +52,26 @@ def _torch_packed_bilstm(lstm, inputs, lengths, total_length):
     return (out[..., :hidden] + out[..., hidden:]) / 2
 
 
-def test_bilstm_gradients_match_packed_torch_lstm_past_the_longest_caption():
-    """Steps past the batch's longest sequence are skipped (lax.cond in the scan, hand-written
-    VJP); outputs and gradients (inputs and both kernels) must still equal PyTorch's packed
-    LSTM, including a batch padded well beyond its longest sequence."""
+@pytest.mark.parametrize(
+    "num_steps, lengths",
+    [
+        (11, [5, 2, 7]),  # one backward chunk of 11 steps, longest 7
+        (13, [5, 2, 13]),  # no chunk size divides 13: padded to 2 chunks of 12
+        (20, [15, 2, 7]),  # 2 chunks of 10, both active
+        (24, [3, 4, 9]),  # 2 chunks of 12, the second skipped
+    ],
+)
+def test_bilstm_gradients_match_packed_torch_lstm_past_the_longest_caption(num_steps, lengths):
+    """Steps past the batch's longest sequence are skipped (a loop over the active steps
+    forward, skipped chunks backward, hand-written VJP); outputs and gradients (inputs and both
+    kernels) must still equal PyTorch's packed LSTM, including a batch padded well beyond its
+    longest sequence."""
     torch.manual_seed(1)
     lstm = torch.nn.LSTM(8, 12, bidirectional=True, bias=False, batch_first=True)
-    inputs = torch.randn(3, 11, 8, requires_grad=True)
-    lengths = torch.tensor([5, 2, 7])  # longest 7 of T = 11
-    cotangent = torch.randn(3, 11, 12)
-    out = _torch_packed_bilstm(lstm, inputs, lengths, total_length=11)
+    inputs = torch.randn(3, num_steps, 8, requires_grad=True)
+    lengths = torch.tensor(lengths)
+    cotangent = torch.randn(3, num_steps, 12)
+    out = _torch_packed_bilstm(lstm, inputs, lengths, total_length=num_steps)
     (out * cotangent).sum().backward()
     want_grads = {
         "inputs": inputs.grad.numpy(),
@@ -91,7 +102,7 @@ def test_bilstm_gradients_match_packed_torch_lstm_past_the_longest_caption():
         jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)
     )(params, x)
     np.testing.assert_allclose(np.asarray(got), out.detach().numpy(), atol=1e-5, rtol=0)
-    assert np.all(np.asarray(got)[:, 7:] == 0)
+    assert np.all(np.asarray(got)[:, int(lengths.max()) :] == 0)
     np.testing.assert_allclose(np.asarray(input_grads), want_grads["inputs"], atol=1e-5, rtol=0)
     for name in ("input_kernel", "recurrent_kernel"):
         np.testing.assert_allclose(

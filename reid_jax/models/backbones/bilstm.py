@@ -10,13 +10,15 @@ per-sample involution ``rev(t) = L-1-t`` (t < L) else ``t``, and its outputs are
 with the same map.
 
 Cost follows the batch's longest sequence, not the padded T: steps at or past it produce only
-outputs that are masked to zero, so ``lstm_recurrence`` skips them (``lax.cond``) in the forward
-and in the backward pass. SSAN pads captions to T = 100 while CUHK-PEDES captions average about
-23 words, so this removes most of the step's largest matmuls. The backward pass is written out
-(`jax.custom_vjp`): differentiating a ``cond`` inside a ``scan`` would stack the closed-over
-kernels as per-step residuals (T copies of [2, H, 4H], 13 GiB at the paper's sizes). It keeps
-per step only the gate pre-activations and the cell state (what ``dots_saveable`` remat kept
-before) and recomputes the gate nonlinearities, so it needs no remat option.
+outputs that are masked to zero, so ``lstm_recurrence`` skips them: the forward pass loops over
+the first ``longest`` steps only (a ``fori_loop`` writing into zero-filled buffers) and the
+backward pass skips whole chunks past it (``lax.cond``). SSAN pads captions to T = 100 while
+CUHK-PEDES captions average about 23 words, so this removes most of the step's largest matmuls.
+The backward pass is written out (`jax.custom_vjp`): differentiating a ``cond`` inside a
+``scan`` would stack the closed-over kernels as per-step residuals (T copies of [2, H, 4H],
+13 GiB at the paper's sizes). It keeps per step only the gate pre-activations and the cell
+state (what ``dots_saveable`` remat kept before) and recomputes the gate nonlinearities, so it
+needs no remat option.
 
 Parameter names (a file format); direction 0 = forward, 1 = backward::
 
@@ -82,18 +84,26 @@ def _recurrence_forward(inputs, input_kernel, recurrent_kernel, longest):
         h = o * jnp.tanh(c)
         return (h, c), (h.astype(dtype), z, c)
 
-    def padding(carry, x_t):
-        del x_t
-        zeros = jnp.zeros((2, batch, hidden), jnp.float32)
-        return carry, (zeros.astype(dtype), jnp.zeros((2, batch, 4 * hidden)), zeros)
-
-    def step(carry, scanned):
-        t, x_t = scanned
-        return jax.lax.cond(t < longest, cell, padding, carry, x_t)
+    # Only steps t < longest run; the buffers keep exact zeros at the steps past it.
+    def body(t, carry):
+        state, (outputs, pre_activations, cells) = carry
+        state, (h, z, c) = cell(state, inputs[t])
+        buffers = (
+            outputs.at[t].set(h),
+            pre_activations.at[t].set(z),
+            cells.at[t].set(c),
+        )
+        return state, buffers
 
     zeros = jnp.zeros((2, batch, hidden), jnp.float32)
-    steps = jnp.arange(num_steps, dtype=jnp.int32)
-    _, (outputs, pre_activations, cells) = jax.lax.scan(step, (zeros, zeros), (steps, inputs))
+    buffers = (
+        jnp.zeros((num_steps, 2, batch, hidden), dtype),
+        jnp.zeros((num_steps, 2, batch, 4 * hidden), jnp.float32),
+        jnp.zeros((num_steps, 2, batch, hidden), jnp.float32),
+    )
+    _, (outputs, pre_activations, cells) = jax.lax.fori_loop(
+        0, jnp.minimum(longest, num_steps), body, ((zeros, zeros), buffers)
+    )
     residuals = (inputs, input_kernel, recurrent_kernel, longest, outputs, pre_activations, cells)
     return outputs, residuals
 
@@ -122,8 +132,16 @@ def lstm_recurrence(
 # Steps per chunk of the backward pass: the weight gradients are accumulated once per chunk
 # with a matmul over its C x B rows, instead of rewriting the [2, H, 4H] accumulators at every
 # step (at H = 2048 that was ~0.3 GB of memory traffic per step); whole chunks past the longest
-# sequence are skipped.
-BACKWARD_CHUNK = 8
+# sequence are skipped. C is the largest divisor of T in this range (T = 100: C = 10), so that
+# the [T, ...] residuals reshape into chunks without a padded copy; T without one pads to a
+# multiple of the range's end.
+BACKWARD_CHUNKS = range(4, 13)
+
+
+def backward_chunk(num_steps: int) -> int:
+    """C, the steps per backward chunk for T = `num_steps` (see BACKWARD_CHUNKS)."""
+    divisors = [c for c in BACKWARD_CHUNKS if num_steps % c == 0]
+    return max(divisors) if divisors else BACKWARD_CHUNKS[-1]
 
 
 def _recurrence_backward(residuals, output_cotangents):
@@ -184,12 +202,14 @@ def _recurrence_backward(residuals, output_cotangents):
         first_step = scanned[0][0]
         return jax.lax.cond(first_step < longest, chunk, skipped_chunk, carry, scanned)
 
-    chunks = -(-num_steps // BACKWARD_CHUNK)
-    padded = chunks * BACKWARD_CHUNK
+    chunk_size = backward_chunk(num_steps)
+    chunks = -(-num_steps // chunk_size)
+    padded = chunks * chunk_size
 
     def by_chunk(x):  # [T, ...] -> [chunks, C, ...], padded at the end (steps >= T are skipped)
-        x = jnp.pad(x, [(0, padded - num_steps)] + [(0, 0)] * (x.ndim - 1))
-        return x.reshape((chunks, BACKWARD_CHUNK) + x.shape[1:])
+        if padded != num_steps:
+            x = jnp.pad(x, [(0, padded - num_steps)] + [(0, 0)] * (x.ndim - 1))
+        return x.reshape((chunks, chunk_size) + x.shape[1:])
 
     scanned = tuple(
         by_chunk(x)

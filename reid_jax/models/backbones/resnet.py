@@ -36,7 +36,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from reid_jax.models.backbones import pointwise_conv
+from reid_jax.models.backbones import max_pool, pointwise_conv
 
 # torchvision ``kaiming_normal_(mode="fan_out", nonlinearity="relu")``: N(0, 2 / (O * kh * kw)).
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -214,8 +214,8 @@ class ResNet(nn.Module):
         x = jnp.asarray(images, self.dtype)
         x = _conv(scaled_width(64, self.width_multiplier), 7, 2, self.dtype, "conv1")(x)
         x = nn.relu(_batch_norm("bn1", train, self.dtype)(x))
-        # PyTorch MaxPool2d(3, 2, padding=1) pads with -inf; flax pools pad with the init value.
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        # PyTorch MaxPool2d(3, 2, padding=1): -inf padding, gradient to the first maximum.
+        x = max_pool.max_pool(x, 3, 2, 1)
         strides: Sequence[int] = (1, 2, 2, self.last_stride)
         for stage, (blocks, width, stride) in enumerate(
             zip(STAGE_BLOCKS[self.depth], STAGE_WIDTHS, strides, strict=True), start=1

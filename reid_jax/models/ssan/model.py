@@ -265,9 +265,15 @@ class SsanModel(nn.Module):
         )
         text = self._feats(text_global[:batch], text_parts[:batch], train)
         partner = self._feats(text_global[batch:], text_parts[batch:], train)
+        # One classifier call over both modalities: one [2B, C] product per classifier, so the
+        # backward pass writes each [.., C] kernel gradient once instead of twice and adds them.
+        both = self._logits(jax.tree.map(lambda a, b: jnp.concatenate([a, b]), image, text))
         return {
             "image": image,
             "text": text,
             "partner": partner,
-            "logits": {"image": self._logits(image), "text": self._logits(text)},
+            "logits": {
+                "image": jax.tree.map(lambda x: x[:batch], both),
+                "text": jax.tree.map(lambda x: x[batch:], both),
+            },
         }

@@ -138,3 +138,9 @@ def test_reversing_valid_tokens_with_tied_directions_reverses_outputs(apply_fn):
     for b, length in enumerate(lengths):
         np.testing.assert_allclose(out_rev[b, :length], out[b, :length][::-1], atol=1e-6)
         assert np.all(out_rev[b, length:] == 0.0)
+
+
+def test_backward_chunk_divides_the_steps_where_it_can():
+    from reid_jax.models.backbones.bilstm import backward_chunk
+
+    assert [backward_chunk(t) for t in (100, 56, 20, 24, 11, 13, 3)] == [10, 8, 10, 12, 11, 12, 12]
