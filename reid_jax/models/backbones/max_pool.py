@@ -5,8 +5,8 @@ gradient routes each output's cotangent to the first maximum of its window in ro
 order, which is PyTorch's choice (a NaN counts as the maximum, as in PyTorch). It is written as
 k * k strided slices, compares and strided pads that XLA fuses into elementwise loops.
 XLA:CPU lowers the default gradient (``select_and_scatter``) to a variadic reduce-window over
-four index arrays and a scatter: about 90 ms for the SSAN stem at batch 8 (192 x 64 x 64),
-against about 20 ms this way (``benchmarks/RESULTS.md``, "SSAN train step").
+four index arrays and a scatter: for the SSAN stem at batch 8 (192 x 64 x 64 x 64), 77-89 ms
+against 37-53 ms this way when timed alone (``benchmarks/RESULTS.md``, "SSAN train step").
 """
 
 import functools

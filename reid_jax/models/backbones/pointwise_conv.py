@@ -3,11 +3,17 @@
 A 1x1 convolution with stride s over NHWC inputs and an HWIO kernel is
 ``x[:, ::s, ::s, :] @ kernel[0, 0]``. Written that way, its forward pass, input gradient and
 kernel gradient are all plain matrix products. XLA:CPU computes the kernel gradient of a
-*convolution* far more slowly: for ResNet-50's 1x1 layers at batch 8, 384 x 128, the kernel
-gradients take 0.88 s as convolutions and 0.15 s as products, and forward and input gradient
-are each about 1.8x faster too (``benchmarks/RESULTS.md``, "SSAN train step"). ResNet-50 has
-36 of its 53 convolutions 1x1, so this is most of the trunk's backward pass on CPU. GPUs and
-TPUs lower a 1x1 convolution to a matrix product anyway.
+*convolution* far more slowly: summed over ResNet-50's 1x1 layers at batch 8, 384 x 128, each
+timed alone, the kernel gradients take 0.88 s as convolutions and 0.15 s as products, and the
+forward pass and input gradient are each about 1.8x faster too. ResNet-50 has 36 of its 53
+convolutions 1x1, so this is most of the trunk's backward pass on CPU
+(``benchmarks/ssan_step_parts.py``). GPUs and TPUs lower a 1x1 convolution to a matrix
+product anyway.
+
+The products have a hand-written VJP only to fix the operand order of the kernel gradient,
+``x^T @ grad``: autodiff of the einsum computes ``(grad^T @ x)^T``, and XLA:CPU then writes
+the transposed cotangent inside the BatchNorm-backward fusion that produces it, strided, which
+cost more than the product (ResNet-50 forward + backward 1.87 s against 1.32 s).
 
 Parameters are untouched (``nn.Conv`` still owns the ``[1, 1, I, O]`` kernel), so pretrained
 weights, checkpoints and parameter paths do not change. Any other convolution (larger
