@@ -4,8 +4,8 @@ On XLA:CPU every train step compiles with ``CPU_CONVOLUTION_OPTIONS``: XLA hands
 convolutions, dots and reductions to YNNPACK by default, and YNNPACK's convolutions (the 3x3
 and 7x7 layers of the ResNets and their gradients) are slower than XLA's own Eigen
 convolutions. Leaving convolutions out of the YNNPACK list, and keeping its dots and
-reductions, took ResNet-50's forward + backward at batch 8, 384 x 128 from 1.32 to 1.04 s
-(``benchmarks/RESULTS.md``, "SSAN train step"). A task adds its own options through its
+reductions, took ResNet-50's forward + backward at batch 8, 384 x 128 from 1.28 to 1.06 s
+(``benchmarks/ssan_step_parts.py``; RESULTS.md, "SSAN train step"). A task adds its own options through its
 optional ``compiler_options(config, backend)`` hook (rematerialisation on CPU needs
 ``CPU_REMAT_OPTIONS``). Other platforms get only the task's options.
 """
