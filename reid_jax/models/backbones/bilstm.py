@@ -4,11 +4,8 @@ Reproduces PyTorch ``nn.LSTM(E, H, bidirectional=True, bias=False)`` run on pack
 with the two directions averaged: the forward direction reads tokens ``0 .. L-1``, the backward
 direction starts at token ``L-1`` from a zero state, and steps ``t >= L`` output exact zeros.
 
-Both directions run in ONE loop (batched [2, 4H, E] x [2, E, B] and [2, 4H, H] x [2, H, B]
-matmuls per step). The recurrence keeps its states feature-major ([2, H, B]: the batch is the
-minor axis): with only B = 4 x 8 rows per step, XLA:CPU's matrix products run about 3x faster
-with the 4H = 8192 gate rows as the long output axis than as [B, 4H] (``benchmarks/RESULTS.md``,
-"SSAN train step"). The backward direction is fed the sequence gathered with the
+Both directions run in ONE ``lax.scan`` (batched [2, B, E] x [2, E, 4H] and [2, B, H] x
+[2, H, 4H] matmuls per step). The backward direction is fed the sequence gathered with the
 per-sample involution ``rev(t) = L-1-t`` (t < L) else ``t``, and its outputs are gathered back
 with the same map.
 
@@ -64,26 +61,23 @@ def _uniform_init(hidden_size: int):
 
 
 def _gates(pre_activations: jnp.ndarray) -> tuple[jnp.ndarray, ...]:
-    """[2, 4H, B] float32 pre-activations -> the (i, f, g, o) gate values, each [2, H, B]."""
-    i, f, g, o = jnp.split(pre_activations, 4, axis=1)
+    """[..., 4H] float32 pre-activations -> the (i, f, g, o) gate values."""
+    i, f, g, o = jnp.split(pre_activations, 4, axis=-1)
     return jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)
 
 
 def _recurrence_forward(inputs, input_kernel, recurrent_kernel, longest):
-    """Runs the recurrence; returns (outputs [T, 2, H, B], residuals for the VJP)."""
-    num_steps, _, _, batch = inputs.shape
+    """Runs the recurrence; returns (outputs [T, 2, B, H], residuals for the VJP)."""
+    num_steps, _, batch, _ = inputs.shape
     hidden = recurrent_kernel.shape[1]
     dtype = inputs.dtype
-    # Gate-major copies of the kernels, made once per call: [2, 4H, E] and [2, 4H, H].
-    input_kernel_t = jnp.swapaxes(input_kernel, 1, 2)
-    recurrent_kernel_t = jnp.swapaxes(recurrent_kernel, 1, 2)
 
     def cell(carry, x_t):
-        h, c = carry  # [2, H, B] float32
+        h, c = carry  # [2, B, H] float32
         z = jnp.einsum(
-            "nge,neb->ngb", input_kernel_t, x_t, preferred_element_type=jnp.float32
+            "nbe,neg->nbg", x_t, input_kernel, preferred_element_type=jnp.float32
         ) + jnp.einsum(
-            "ngh,nhb->ngb", recurrent_kernel_t, h.astype(dtype), preferred_element_type=jnp.float32
+            "nbh,nhg->nbg", h.astype(dtype), recurrent_kernel, preferred_element_type=jnp.float32
         )
         i, f, g, o = _gates(z)
         c = f * c + i * g
@@ -101,11 +95,11 @@ def _recurrence_forward(inputs, input_kernel, recurrent_kernel, longest):
         )
         return state, buffers
 
-    zeros = jnp.zeros((2, hidden, batch), jnp.float32)
+    zeros = jnp.zeros((2, batch, hidden), jnp.float32)
     buffers = (
-        jnp.zeros((num_steps, 2, hidden, batch), dtype),
-        jnp.zeros((num_steps, 2, 4 * hidden, batch), jnp.float32),
-        jnp.zeros((num_steps, 2, hidden, batch), jnp.float32),
+        jnp.zeros((num_steps, 2, batch, hidden), dtype),
+        jnp.zeros((num_steps, 2, batch, 4 * hidden), jnp.float32),
+        jnp.zeros((num_steps, 2, batch, hidden), jnp.float32),
     )
     _, (outputs, pre_activations, cells) = jax.lax.fori_loop(
         0, jnp.minimum(longest, num_steps), body, ((zeros, zeros), buffers)
@@ -124,13 +118,13 @@ def lstm_recurrence(
     """Bias-free LSTM recurrence of two directions from zero states, skipping steps >= longest.
 
     Args:
-      inputs: [T, 2, E, B] time-major, feature-major inputs of both directions (compute dtype).
+      inputs: [T, 2, B, E] time-major inputs of both directions (compute dtype).
       input_kernel: [2, E, 4H] (compute dtype).
       recurrent_kernel: [2, H, 4H] (compute dtype).
       longest: int32 scalar; steps t >= longest output zeros and leave the state as it is.
 
     Returns:
-      [T, 2, H, B] hidden states in the compute dtype (gates and cell state are float32).
+      [T, 2, B, H] hidden states in the compute dtype (gates and cell state are float32).
     """
     return _recurrence_forward(inputs, input_kernel, recurrent_kernel, longest)[0]
 
@@ -152,10 +146,10 @@ def backward_chunk(num_steps: int) -> int:
 
 def _recurrence_backward(residuals, output_cotangents):
     inputs, input_kernel, recurrent_kernel, longest, outputs, pre_activations, cells = residuals
-    num_steps, _, _, batch = inputs.shape
+    num_steps, _, batch, embed_dim = inputs.shape
     hidden = recurrent_kernel.shape[1]
     dtype = inputs.dtype
-    zero_state = jnp.zeros((1, 2, hidden, batch), jnp.float32)
+    zero_state = jnp.zeros((1, 2, batch, hidden), jnp.float32)
     previous_cells = jnp.concatenate([zero_state, cells[:-1]])
     previous_outputs = jnp.concatenate([zero_state.astype(dtype), outputs[:-1]])
 
@@ -174,31 +168,31 @@ def _recurrence_backward(residuals, output_cotangents):
                 dc * i * (1 - g**2),
                 do * o * (1 - o),
             ],
-            axis=1,
-        ).astype(dtype)  # [2, 4H, B]
+            axis=-1,
+        ).astype(dtype)
         dh_prev = jnp.einsum(
-            "nhg,ngb->nhb", recurrent_kernel, dz, preferred_element_type=jnp.float32
+            "nbg,nhg->nbh", dz, recurrent_kernel, preferred_element_type=jnp.float32
         )
         return (dh_prev, dc * f), dz
 
     def padding(carry, scanned):
         del scanned
-        return carry, jnp.zeros((2, 4 * hidden, batch), dtype)
+        return carry, jnp.zeros((2, batch, 4 * hidden), dtype)
 
     def step(carry, scanned):
         return jax.lax.cond(scanned[0] < longest, cell, padding, carry, scanned)
 
     def chunk(carry, scanned):
         (dh, dc, d_input_kernel, d_recurrent_kernel), per_step = carry, scanned
-        (dh, dc), dz = jax.lax.scan(step, (dh, dc), per_step[:5], reverse=True)  # [C, 2, 4H, B]
+        (dh, dc), dz = jax.lax.scan(step, (dh, dc), per_step[:5], reverse=True)  # [C, 2, B, 4H]
         h_prev, x = per_step[5], per_step[6]
         d_input_kernel = d_input_kernel + jnp.einsum(
-            "cneb,cngb->neg", x, dz, preferred_element_type=jnp.float32
+            "cnbe,cnbg->neg", x, dz, preferred_element_type=jnp.float32
         )
         d_recurrent_kernel = d_recurrent_kernel + jnp.einsum(
-            "cnhb,cngb->nhg", h_prev, dz, preferred_element_type=jnp.float32
+            "cnbh,cnbg->nhg", h_prev, dz, preferred_element_type=jnp.float32
         )
-        dx = jnp.einsum("neg,cngb->cneb", input_kernel, dz, preferred_element_type=jnp.float32)
+        dx = jnp.einsum("cnbg,neg->cnbe", dz, input_kernel, preferred_element_type=jnp.float32)
         return (dh, dc, d_input_kernel, d_recurrent_kernel), dx.astype(dtype)
 
     def skipped_chunk(carry, scanned):
@@ -229,7 +223,7 @@ def _recurrence_backward(residuals, output_cotangents):
             inputs,
         )
     )
-    zeros = jnp.zeros((2, hidden, batch), jnp.float32)
+    zeros = jnp.zeros((2, batch, hidden), jnp.float32)
     carry = (
         zeros,
         zeros,
@@ -282,7 +276,7 @@ class BiLstm(nn.Module):
         rev = reversal_index(lengths, num_steps)  # [B, T]
         inputs = jnp.asarray(inputs, self.dtype)
         reversed_inputs = jnp.take_along_axis(inputs, rev[:, :, None], axis=1)
-        both = jnp.transpose(jnp.stack([inputs, reversed_inputs]), (2, 0, 3, 1))  # [T, 2, E, B]
+        both = jnp.transpose(jnp.stack([inputs, reversed_inputs]), (2, 0, 1, 3))  # [T, 2, B, E]
         # A global reduction: every device of a sharded batch skips the same steps.
         longest = jnp.max(lengths, initial=0)
         outputs = lstm_recurrence(
@@ -290,10 +284,10 @@ class BiLstm(nn.Module):
             jnp.asarray(input_kernel, self.dtype),
             jnp.asarray(recurrent_kernel, self.dtype),
             longest,
-        )  # [T, 2, H, B]
-        forward = jnp.transpose(outputs[:, 0], (2, 0, 1))  # [B, T, H]
+        )  # [T, 2, B, H]
+        forward = jnp.transpose(outputs[:, 0], (1, 0, 2))  # [B, T, H]
         backward = jnp.take_along_axis(
-            jnp.transpose(outputs[:, 1], (2, 0, 1)), rev[:, :, None], axis=1
+            jnp.transpose(outputs[:, 1], (1, 0, 2)), rev[:, :, None], axis=1
         )
         valid = jnp.arange(num_steps)[None, :, None] < lengths[:, None, None]
         averaged = (forward.astype(jnp.float32) + backward.astype(jnp.float32)) * 0.5
