@@ -10,8 +10,9 @@ T steps (the largest matmuls of the step, at full length T); `tflop_per_step` ad
 analytically (`recurrent_flops_not_counted`), `xla_tflop_per_step` is XLA's raw count.
 Memory: XLA's buffer plan from `memory_analysis` (temporaries, arguments) and the process's
 peak resident set size (`ru_maxrss`), which also holds the host batch and the runtime.
-`--remat` sets `config.model.remat`; the step is compiled with `ssan.compiler_options`
-(`--nocpu_remat_options`: with XLA's defaults, under which remat saves nothing on CPU).
+`--remat` sets `config.model.remat`; the step is compiled with `xla_options.train_step_options`
+(`--nocpu_remat_options`: without its remat option, i.e. XLA's barrier pass runs, under which
+remat saves nothing on CPU).
 
 Usage (from the repository root):
   /work/venv/bin/python -m benchmarks.ssan_train_step --steps=3
@@ -193,7 +194,8 @@ def measure(
       num_classes: C, the size of the ID classifiers.
       steps: most timed steps after the warm-up step.
       budget_s: stop timing once the timed steps took this long (at least one runs).
-      cpu_remat_options: compile with `ssan.compiler_options` (False: XLA's defaults).
+      cpu_remat_options: compile with the remat option of `xla_options.train_step_options`
+        (False: that option reset; the step's jit carries it, so it is overridden, not omitted).
       compile_only: stop after compiling (no step runs; no timing fields).
       label: the config name the result carries.
       init: `make_init`'s function to reuse (its compilation is not timed again); None builds
@@ -207,7 +209,10 @@ def measure(
     host_batch = random_batch(
         config, batch_size // jax.process_count(), num_classes, np.random.default_rng(0)
     )
-    options = xla_options.train_step_options(ssan, config) if cpu_remat_options else None
+    options = xla_options.train_step_options(ssan, config) or {}
+    if not cpu_remat_options:  # later options override the jit's; "" disables no pass
+        options = {**options, **{name: "" for name in xla_options.CPU_REMAT_OPTIONS}}
+    options = options or None
     prepared = compile_step(config, num_classes, host_batch, compiler_options=options, init=init)
     compiled, state, batch, key = prepared.compiled, prepared.state, prepared.batch, prepared.key
     num_params, init_seconds = prepared.num_params, prepared.init_seconds
@@ -269,7 +274,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("batch_size", 0, "Global batch (0 = the config's).")
     flags.DEFINE_enum("remat", None, list(REMAT_POLICIES), "model.remat (default: the config's).")
     flags.DEFINE_bool(
-        "cpu_remat_options", True, "Compile with ssan.compiler_options (False: XLA defaults)."
+        "cpu_remat_options", True, "Compile with the CPU remat option (False: reset it)."
     )
     flags.DEFINE_bool(
         "compile_only", False, "Stop after compiling (compile time and XLA's memory estimate)."
